@@ -1,0 +1,242 @@
+"""Typed settings: one YAML file, overridden by ``NETMON_*`` environment variables.
+
+Precedence, highest first: environment (``NETMON_STORAGE__RAW_RETENTION=14d``; ``__``
+separates nesting levels), the YAML file, built-in defaults. Secrets (the database password,
+the token pepper) are accepted only from the environment or from a file named in the config,
+never inline, so a config file can be committed and shared.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import platformdirs
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from netmon.durations import Duration
+from netmon.errors import ConfigError
+
+__all__ = [
+    "DatabaseSettings",
+    "LogSettings",
+    "Settings",
+    "StorageSettings",
+    "WriterSettings",
+    "load_settings",
+]
+
+ENV_PREFIX = "NETMON_"
+CONFIG_ENV = "NETMON_CONFIG"
+DEFAULT_CONFIG_NAMES = ("netmon.yaml", "netmon.yml")
+
+SslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatabaseSettings(_Section):
+    url: str | None = Field(
+        default=None,
+        description="postgresql://user@host:port/dbname. Empty: run the embedded PostgreSQL.",
+    )
+    password: SecretStr | None = Field(
+        default=None, description="Only from NETMON_DATABASE__PASSWORD; never in the file."
+    )
+    password_file: Path | None = None
+    pool_min: int = Field(default=10, ge=1, le=1000)
+    pool_max: int = Field(default=30, ge=1, le=1000)
+    connect_timeout: Duration = timedelta(seconds=5)
+    command_timeout: Duration = timedelta(seconds=60)
+    sslmode: SslMode | None = None
+    sslrootcert: Path | None = None
+    sslcert: Path | None = None
+    sslkey: Path | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url_is_postgres(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("postgres", "postgresql"):
+            raise ValueError("expected a postgresql:// URL")
+        return value
+
+    def resolved_password(self) -> str | None:
+        if self.password is not None:
+            return self.password.get_secret_value()
+        if self.password_file is not None:
+            try:
+                return self.password_file.read_text().strip()
+            except OSError as exc:
+                raise ConfigError(
+                    f"database.password_file: cannot read {self.password_file}: {exc.strerror}"
+                ) from exc
+        return None
+
+
+class StorageSettings(_Section):
+    partition_interval: Duration = Field(
+        default=timedelta(days=1), description="Width of one raw-sample partition."
+    )
+    premake: Duration = Field(
+        default=timedelta(days=7), description="How far ahead partitions are created."
+    )
+    raw_retention: Duration = timedelta(days=30)
+    rollup_5m_retention: Duration = timedelta(days=180)
+    rollup_1h_retention: Duration = timedelta(days=730)
+    rollup_lateness: Duration = Field(
+        default=timedelta(minutes=2),
+        description="A 5-minute bucket is rolled up this long after it closes.",
+    )
+    maintenance_interval: Duration = timedelta(minutes=5)
+    lock_timeout: Duration = Field(
+        default=timedelta(milliseconds=50),
+        description="Longest a partition DDL may wait for a lock before it retries later.",
+    )
+    max_future: Duration = Field(
+        default=timedelta(days=1),
+        description="Samples further in the future than this are rejected (device clock).",
+    )
+
+    @field_validator("partition_interval")
+    @classmethod
+    def _divides_days(cls, value: timedelta) -> timedelta:
+        seconds = int(value.total_seconds())
+        if seconds < 3600 or (86400 % seconds and seconds % 86400):
+            raise ValueError("expected whole hours dividing a day, or whole days (e.g. 6h, 1d, 7d)")
+        return value
+
+
+class WriterSettings(_Section):
+    batch_size: int = Field(default=5000, ge=1, le=1_000_000)
+    flush_interval: Duration = timedelta(milliseconds=200)
+    connections: int = Field(default=2, ge=1, le=16, description="Parallel COPY streams.")
+    spool_dir: Path | None = Field(default=None, description="Default: <data_dir>/spool")
+    spool_max_bytes: int = Field(default=1 << 30, ge=1 << 20)
+    retry_interval: Duration = timedelta(seconds=1)
+
+
+class LogSettings(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    data_dir: Path = Field(default_factory=lambda: Path(platformdirs.user_data_dir("netmon")))
+    database: DatabaseSettings = DatabaseSettings()
+    storage: StorageSettings = StorageSettings()
+    writer: WriterSettings = WriterSettings()
+    log: LogSettings = LogSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The file's content arrives through init_settings (see load_settings), so the
+        # environment must come first to override it.
+        return (env_settings, init_settings)
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.writer.spool_dir or self.data_dir / "spool"
+
+
+_SECRET_KEYS = {("database", "password"), ("api", "token_pepper")}
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file: {exc.strerror}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{path}:{where}: not valid YAML: {problem}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings at the top level")
+    for section, key in _SECRET_KEYS:
+        if isinstance(data.get(section), dict) and key in data[section]:
+            env = f"{ENV_PREFIX}{section.upper()}__{key.upper()}"
+            raise ConfigError(
+                f"{path}: {section}.{key}: secrets are not accepted in the config file; "
+                f"set {env} or {section}.{key}_file"
+            )
+    url = (data.get("database") or {}).get("url") if isinstance(data.get("database"), dict) else None
+    if isinstance(url, str) and urlsplit(url).password:
+        raise ConfigError(
+            f"{path}: database.url: the URL holds a password; remove it and set "
+            f"{ENV_PREFIX}DATABASE__PASSWORD or database.password_file"
+        )
+    return data
+
+
+def _origin(loc: tuple[int | str, ...], path: Path | None) -> str:
+    env = ENV_PREFIX + "__".join(str(part).upper() for part in loc)
+    if env in os.environ:
+        return f"environment variable {env}"
+    return str(path) if path else "defaults"
+
+
+def _describe(error: ValidationError, path: Path | None) -> str:
+    lines = []
+    for item in error.errors():
+        loc = tuple(item["loc"])
+        key = ".".join(str(part) for part in loc) or "(top level)"
+        if item["type"] == "extra_forbidden":
+            reason = "unknown key (check the spelling against netmon.example.yaml)"
+        else:
+            reason = item["msg"].removeprefix("Value error, ")
+            if "input" in item and not isinstance(item["input"], dict) and "password" not in key:
+                reason += f" (got {item['input']!r})"
+        lines.append(f"{_origin(loc, path)}: {key}: {reason}")
+    return "\n".join(lines)
+
+
+def find_config_file(explicit: Path | None = None) -> Path | None:
+    """The config file to read: ``--config``, else ``$NETMON_CONFIG``, else ./netmon.yaml."""
+    if explicit is not None:
+        return explicit
+    if os.environ.get(CONFIG_ENV):
+        return Path(os.environ[CONFIG_ENV])
+    for name in DEFAULT_CONFIG_NAMES:
+        if Path(name).is_file():
+            return Path(name)
+    return None
+
+
+def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
+    """Read, merge and validate the configuration; raise ConfigError naming file and key."""
+    config_path = find_config_file(path)
+    data = _read_yaml(config_path) if config_path else {}
+    data.update(overrides)
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, config_path)) from exc

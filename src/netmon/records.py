@@ -1,0 +1,73 @@
+"""The typed records that cross from collection to ingest, and nothing else does.
+
+A record is immutable and carries its device, time and labels. Tasks (built-in or a
+user's) return lists of these; the write path persists them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Literal
+from uuid import UUID, uuid4
+
+import msgspec
+
+__all__ = ["DeviceEvent", "Sample", "SeriesKey", "SeriesKind"]
+
+SeriesKind = Literal["gauge", "counter"]
+
+U64_MAX = 2**64 - 1
+
+
+class SeriesKey(msgspec.Struct, frozen=True, cache_hash=True):
+    """What a series is: a metric of a device, told apart by labels (ifName, ...).
+
+    Build it once per series and reuse it across polls: equal keys hash alike, and the
+    writer resolves each key to its database id only once.
+    """
+
+    device: str
+    metric: str
+    labels: tuple[tuple[str, str], ...] = ()
+    kind: SeriesKind = "gauge"
+    unit: str = ""
+
+    @classmethod
+    def of(
+        cls,
+        device: str,
+        metric: str,
+        labels: Mapping[str, str] | None = None,
+        *,
+        kind: SeriesKind = "gauge",
+        unit: str = "",
+    ) -> SeriesKey:
+        pairs = tuple(sorted((str(k), str(v)) for k, v in (labels or {}).items()))
+        return cls(device=device, metric=metric, labels=pairs, kind=kind, unit=unit)
+
+    @property
+    def label_map(self) -> dict[str, str]:
+        return dict(self.labels)
+
+
+class Sample(msgspec.Struct, frozen=True):
+    """One value of one series at one time. Counters are raw integers up to 2**64-1;
+    gauges may be floats. ``time`` must be timezone-aware."""
+
+    series: SeriesKey
+    time: datetime
+    value: int | float
+
+
+class DeviceEvent(msgspec.Struct, frozen=True):
+    """A change of state on a device: reachability, reboot, config changed, ..."""
+
+    device: str
+    time: datetime
+    kind: str
+    message: str = ""
+    severity: Literal["info", "warning", "critical"] = "info"
+    attributes: dict[str, str] = msgspec.field(default_factory=dict)
+    # Identifies the event across re-delivery (spool replay): stored once whatever happens.
+    uid: UUID = msgspec.field(default_factory=uuid4)

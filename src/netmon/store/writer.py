@@ -1,0 +1,341 @@
+"""The write path: records in, batched COPY out, durable before it returns.
+
+``write`` returns once every accepted sample is in PostgreSQL or in the on-disk spool.
+Idempotent on (series, time): COPY first (fast), and only a batch that hits a unique
+violation goes through INSERT ... ON CONFLICT DO NOTHING. While the database is away,
+batches go to the spool and a background task replays them, in order, when it returns;
+a spool left by a crash is replayed on start. While the spool holds anything, new batches
+queue behind it so replay order is acceptance order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import asyncpg
+import msgspec
+
+from netmon.config import Settings
+from netmon.errors import DatabaseUnavailableError
+from netmon.logs import get_logger
+from netmon.records import U64_MAX, DeviceEvent, Sample
+from netmon.store.database import Database, is_connection_error
+from netmon.store.partitions import ensure_partitions, partitioned_tables
+from netmon.store.rollups import lower_watermarks
+from netmon.store.series import SeriesCache
+from netmon.store.spool import Spool
+
+__all__ = ["Batch", "SampleWriter", "WriteResult", "WriterStats"]
+
+log = get_logger(__name__)
+
+COLUMNS = ("series_id", "time", "value")
+# Below this many rows a batch is not worth splitting across connections.
+_SPLIT_MIN_ROWS = 20_000
+
+_INSERT_IGNORE = """
+WITH ins AS (
+    INSERT INTO samples (series_id, time, value)
+    SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::numeric[])
+    ON CONFLICT (series_id, time) DO NOTHING
+    RETURNING 1
+)
+SELECT count(*) FROM ins
+"""
+
+_INSERT_EVENTS = """
+INSERT INTO device_events (uid, device_id, time, kind, severity, message, attributes)
+SELECT i.uid, d.id, i.time, i.kind, i.severity, i.message, i.attributes
+FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::text[], $5::text[], $6::text[],
+            $7::jsonb[]) AS i(uid, device, time, kind, severity, message, attributes)
+JOIN devices d ON d.name = i.device
+ON CONFLICT (uid) DO NOTHING
+"""
+
+
+class Batch(msgspec.Struct):
+    """What one spool file holds."""
+
+    samples: list[Sample] = []
+    events: list[DeviceEvent] = []
+
+
+@dataclass
+class WriteResult:
+    """What became of one ``write`` call. accepted = stored + duplicates + spooled."""
+
+    stored: int = 0
+    duplicates: int = 0
+    spooled: int = 0
+    rejected: int = 0
+    dropped: int = 0
+
+    @property
+    def accepted(self) -> int:
+        return self.stored + self.duplicates + self.spooled
+
+
+@dataclass
+class WriterStats:
+    """Running totals for /metrics and the live summary."""
+
+    stored: int = 0
+    duplicates: int = 0
+    spooled: int = 0
+    replayed: int = 0
+    rejected: int = 0
+    dropped: int = 0
+    batches: int = 0
+    write_seconds: float = 0.0
+
+
+class _Rejects:
+    def __init__(self, settings: Settings) -> None:
+        self.oldest_age = settings.storage.raw_retention
+        self.max_future = settings.storage.max_future
+
+    def split(self, samples: Sequence[Sample]) -> tuple[list[Sample], int]:
+        now = datetime.now(UTC)
+        oldest, newest = now - self.oldest_age, now + self.max_future
+        good: list[Sample] = []
+        for s in samples:
+            t, v = s.time, s.value
+            if t.tzinfo is None or not oldest <= t <= newest:
+                continue
+            if isinstance(v, int) and not -(2**63) <= v <= U64_MAX:
+                continue
+            good.append(s)
+        return good, len(samples) - len(good)
+
+
+class SampleWriter:
+    def __init__(self, db: Database, settings: Settings) -> None:
+        self.db = db
+        self.settings = settings
+        self.spool = Spool(settings.spool_dir, settings.writer.spool_max_bytes)
+        self.stats = WriterStats()
+        self.series = SeriesCache()
+        self._rejects = _Rejects(settings)
+        self._tables = {t.name: t for t in partitioned_tables(settings.storage)}
+        self._encoder = msgspec.msgpack.Encoder()
+        self._decoder = msgspec.msgpack.Decoder(Batch)
+        self._wake = asyncio.Event()
+        self._replayer: asyncio.Task[None] | None = None
+        self._closing = False
+        self.database_up = True
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the replayer; a spool left by an earlier run is replayed first."""
+        if len(self.spool):
+            log.info(
+                "replaying spool from an earlier run",
+                batches=len(self.spool),
+                bytes=self.spool.bytes_used,
+            )
+            self._wake.set()
+        self._replayer = asyncio.create_task(self._replay_loop(), name="netmon-spool-replay")
+
+    async def close(self, drain_timeout: float = 10.0) -> None:
+        """Stop; give the replayer ``drain_timeout`` s to empty the spool. Whatever is left
+        stays on disk for the next start."""
+        if self._replayer is None:
+            return
+        deadline = asyncio.get_running_loop().time() + drain_timeout
+        while len(self.spool) and self.database_up and asyncio.get_running_loop().time() < deadline:
+            self._wake.set()
+            await asyncio.sleep(0.05)
+        self._closing = True
+        self._wake.set()
+        self._replayer.cancel()
+        try:
+            await self._replayer
+        except asyncio.CancelledError:
+            pass
+        self._replayer = None
+
+    async def __aenter__(self) -> SampleWriter:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- the write path ----------------------------------------------------------------
+
+    async def write(
+        self, samples: Sequence[Sample], events: Sequence[DeviceEvent] = ()
+    ) -> WriteResult:
+        """Make ``samples`` (and ``events``) durable; see WriteResult for the outcome."""
+        good, rejected = self._rejects.split(samples)
+        result = WriteResult(rejected=rejected)
+        if rejected:
+            self.stats.rejected += rejected
+            log.warning(
+                "samples rejected: time outside retention or too far ahead, or value out of range",
+                rejected=rejected,
+            )
+        if not good and not events:
+            return result
+        batch = Batch(samples=good, events=list(events))
+        if self.database_up and not len(self.spool):
+            try:
+                stored, dups = await self._to_database(batch)
+            except Exception as exc:
+                if not is_connection_error(exc):
+                    raise
+                self._went_down(exc)
+            else:
+                result.stored, result.duplicates = stored, dups
+                self.stats.stored += stored
+                self.stats.duplicates += dups
+                return result
+        await self._to_spool(batch, result)
+        return result
+
+    async def _to_spool(self, batch: Batch, result: WriteResult) -> None:
+        payload = self._encoder.encode(batch)
+        if await asyncio.to_thread(self.spool.append, payload):
+            result.spooled = len(batch.samples)
+            self.stats.spooled += len(batch.samples)
+        else:
+            result.dropped = len(batch.samples)
+            self.stats.dropped += len(batch.samples)
+            log.error(
+                "spool full: batch dropped",
+                samples=len(batch.samples),
+                spool_bytes=self.spool.bytes_used,
+                spool_max_bytes=self.spool.max_bytes,
+                dropped_total=self.stats.dropped,
+            )
+        self._wake.set()
+
+    def _went_down(self, exc: BaseException) -> None:
+        if self.database_up:
+            log.warning("database unreachable: spooling to disk", error=f"{type(exc).__name__}: {exc}")
+        self.database_up = False
+        self._wake.set()
+
+    async def _to_database(self, batch: Batch) -> tuple[int, int]:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        samples = batch.samples
+        stored = 0
+        async with self.db.pool.acquire() as conn:
+            keys = {s.series for s in samples}
+            await self.series.resolve(conn, keys)
+            if batch.events:
+                await self._write_events(conn, batch.events)
+        if samples:
+            ids = self.series._ids
+            rows = [(ids[s.series], s.time, s.value) for s in samples]
+            oldest = min(s.time for s in samples)
+            newest = max(s.time for s in samples)
+            chunks = self._chunks(rows)
+            if len(chunks) == 1:
+                stored = await self._copy(chunks[0], oldest, newest)
+            else:
+                counts = await asyncio.gather(*(self._copy(c, oldest, newest) for c in chunks))
+                stored = sum(counts)
+            if oldest < datetime.now(UTC) - self.settings.storage.rollup_lateness:
+                async with self.db.pool.acquire() as conn:
+                    await lower_watermarks(conn, oldest)
+        self.stats.batches += 1
+        self.stats.write_seconds += loop.time() - started
+        return stored, len(samples) - stored
+
+    def _chunks(self, rows: list[tuple[int, datetime, int | float]]) -> list[list[tuple[int, datetime, int | float]]]:
+        n = self.settings.writer.connections
+        if n == 1 or len(rows) < _SPLIT_MIN_ROWS:
+            return [rows]
+        size = -(-len(rows) // n)
+        return [rows[i : i + size] for i in range(0, len(rows), size)]
+
+    async def _copy(
+        self, rows: list[tuple[int, datetime, int | float]], oldest: datetime, newest: datetime
+    ) -> int:
+        """Store rows idempotently; return how many were new."""
+        async with self.db.pool.acquire() as conn:
+            for attempt in range(2):
+                try:
+                    await conn.copy_records_to_table("samples", records=rows, columns=COLUMNS)
+                    return len(rows)
+                except asyncpg.exceptions.UniqueViolationError:
+                    return await self._insert_ignoring_duplicates(conn, rows)
+                except asyncpg.exceptions.CheckViolationError as exc:
+                    # "no partition of relation ... found for row": make it, then retry.
+                    if "no partition" not in str(exc) or attempt:
+                        raise
+                    await ensure_partitions(
+                        conn,
+                        self._tables["samples"],
+                        oldest,
+                        newest + self._tables["samples"].interval / 1_000_000,
+                        self.settings.storage.lock_timeout * 20,
+                    )
+        raise AssertionError("unreachable")
+
+    async def _insert_ignoring_duplicates(
+        self, conn: asyncpg.Connection, rows: list[tuple[int, datetime, int | float]]
+    ) -> int:
+        ids, times, values = zip(*rows, strict=True)
+        count: int = await conn.fetchval(_INSERT_IGNORE, list(ids), list(times), list(values))
+        return count
+
+    async def _write_events(self, conn: asyncpg.Connection, events: Sequence[DeviceEvent]) -> None:
+        await conn.execute(
+            "INSERT INTO devices (name) SELECT DISTINCT unnest($1::text[]) ON CONFLICT DO NOTHING",
+            [e.device for e in events],
+        )
+        await conn.execute(
+            _INSERT_EVENTS,
+            [e.uid for e in events],
+            [e.device for e in events],
+            [e.time for e in events],
+            [e.kind for e in events],
+            [e.severity for e in events],
+            [e.message for e in events],
+            [json.dumps(e.attributes) for e in events],
+        )
+
+    # -- replay ------------------------------------------------------------------------
+
+    async def _replay_loop(self) -> None:
+        retry = self.settings.writer.retry_interval.total_seconds()
+        while not self._closing:
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=retry)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            if not len(self.spool) and self.database_up:
+                continue
+            try:
+                await self._replay_once()
+            except DatabaseUnavailableError as exc:
+                self._went_down(exc)
+            except Exception as exc:
+                if not is_connection_error(exc):
+                    log.exception("spool replay failed; retrying")
+                self.database_up = False
+                await asyncio.sleep(retry)
+
+    async def _replay_once(self) -> None:
+        for path in self.spool.pending():
+            payload = await asyncio.to_thread(self.spool.read, path)
+            if payload is None:
+                continue
+            batch = self._decoder.decode(payload)
+            stored, dups = await self._to_database(batch)
+            await asyncio.to_thread(self.spool.remove, path)
+            self.stats.replayed += len(batch.samples)
+            self.stats.stored += stored
+            self.stats.duplicates += dups
+        if not self.database_up:
+            log.info("database back: spool replayed", replayed_total=self.stats.replayed)
+        self.database_up = True
