@@ -1,0 +1,210 @@
+"""The read path: latest values and range queries at the resolution that fits.
+
+A range is answered from raw samples, the 5-minute or the 1-hour rollup according to its
+step and age; the part of the range the rollups do not cover yet (newer than their
+``done_through``) is aggregated from raw samples on the fly, so a range never has a hole
+at its recent end. Every query carries a time bound, so the planner prunes partitions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Literal
+
+import asyncpg
+import msgspec
+
+from netmon.config import StorageSettings
+from netmon.errors import QueryError
+from netmon.store.rollups import FIVE_MINUTES, ONE_HOUR
+
+__all__ = [
+    "LastValue",
+    "RangePoint",
+    "RangeResult",
+    "Resolution",
+    "choose_resolution",
+    "last_values",
+    "range_query",
+]
+
+Resolution = Literal["raw", "5m", "1h"]
+
+MAX_POINTS = 11_000  # as Prometheus: beyond this a graph cannot show the detail anyway
+DEFAULT_LOOKBACK = timedelta(hours=1)
+
+
+class LastValue(msgspec.Struct, frozen=True):
+    series_id: int
+    time: datetime
+    value: int | float
+
+
+class RangePoint(msgspec.Struct, frozen=True):
+    """One step of a range. For raw data without a step, min = max = avg = last."""
+
+    time: datetime
+    avg: float
+    min: int | float
+    max: int | float
+    last: int | float
+    count: int
+
+
+class RangeResult(msgspec.Struct, frozen=True):
+    series_id: int
+    start: datetime
+    end: datetime
+    step: timedelta | None
+    resolution: Resolution
+    points: list[RangePoint]
+
+
+def _number(value: Decimal) -> int | float:
+    """numeric -> int when integral (counters keep all 64 bits), else float."""
+    if value == value.to_integral_value() and value.is_finite():
+        return int(value)
+    return float(value)
+
+
+_LAST = """
+SELECT s.id, l.time, l.value
+FROM unnest($1::bigint[]) AS s(id)
+CROSS JOIN LATERAL (
+    SELECT time, value FROM samples
+    WHERE series_id = s.id AND time >= $2 AND time <= $3
+    ORDER BY time DESC LIMIT 1
+) l
+"""
+
+
+async def last_values(
+    conn: asyncpg.Connection,
+    series_ids: Sequence[int],
+    lookback: timedelta = DEFAULT_LOOKBACK,
+    now: datetime | None = None,
+) -> list[LastValue]:
+    """The newest sample of each series within ``lookback`` (series with none are left out).
+
+    The bound is what keeps this fast: without it the scan steps through every empty
+    future partition."""
+    now = now or datetime.now(UTC)
+    rows = await conn.fetch(_LAST, list(series_ids), now - lookback, now)
+    return [LastValue(r["id"], r["time"], _number(r["value"])) for r in rows]
+
+
+def choose_resolution(
+    start: datetime, step: timedelta | None, storage: StorageSettings, now: datetime
+) -> Resolution:
+    """The coarsest resolution no coarser than ``step`` that still holds data for
+    ``start``: raw for short steps, rollups for long ones and for old data."""
+    age = now - start
+    if step is None or step < FIVE_MINUTES:
+        wanted: Resolution = "raw"
+    elif step < ONE_HOUR:
+        wanted = "5m"
+    else:
+        wanted = "1h"
+    if wanted == "raw" and age > storage.raw_retention:
+        wanted = "5m"
+    if wanted == "5m" and age > storage.rollup_5m_retention:
+        wanted = "1h"
+    return wanted
+
+
+_RAW = """
+SELECT time, value FROM samples
+WHERE series_id = $1 AND time >= $2 AND time < $3
+ORDER BY time
+"""
+
+_RAW_STEPPED = """
+SELECT date_bin($4::interval, time, $5::timestamptz) AS t,
+       avg(value)::double precision AS avg, min(value) AS min, max(value) AS max,
+       (array_agg(value ORDER BY time DESC))[1] AS last, count(*) AS count
+FROM samples
+WHERE series_id = $1 AND time >= $2 AND time < $3
+GROUP BY 1 ORDER BY 1
+"""
+
+_ROLLUP_STEPPED = """
+SELECT date_bin($4::interval, bucket, $5::timestamptz) AS t,
+       sum(avg * count) / sum(count) AS avg, min(min) AS min, max(max) AS max,
+       (array_agg(last ORDER BY bucket DESC))[1] AS last, sum(count)::bigint AS count
+FROM {table}
+WHERE series_id = $1 AND bucket >= $2 AND bucket < $3
+GROUP BY 1 ORDER BY 1
+"""
+
+
+def _point(row: asyncpg.Record) -> RangePoint:
+    return RangePoint(
+        time=row["t"],
+        avg=float(row["avg"]),
+        min=_number(row["min"]),
+        max=_number(row["max"]),
+        last=_number(row["last"]),
+        count=int(row["count"]),
+    )
+
+
+async def range_query(
+    conn: asyncpg.Connection,
+    series_id: int,
+    start: datetime,
+    end: datetime,
+    step: timedelta | None,
+    storage: StorageSettings,
+    now: datetime | None = None,
+    resolution: Resolution | None = None,
+) -> RangeResult:
+    """Points of one series in [start, end). ``step=None`` returns raw samples as stored."""
+    now = now or datetime.now(UTC)
+    if start.tzinfo is None or end.tzinfo is None:
+        raise QueryError("start and end must carry a timezone")
+    if end <= start:
+        raise QueryError("end must be after start")
+    span = end - start
+    if step is not None and step <= timedelta(0):
+        raise QueryError("step must be positive")
+    if step is not None and span / step > MAX_POINTS:
+        raise QueryError(
+            f"{span} at step {step} is {int(span / step)} points; at most {MAX_POINTS} "
+            f"(use a step of at least {span / MAX_POINTS})"
+        )
+    res = resolution or choose_resolution(start, step, storage, now)
+    if step is None and res != "raw":
+        raise QueryError("raw samples are no longer kept for that time; give a step")
+
+    if step is None:
+        rows = await conn.fetch(_RAW, series_id, start, end)
+        points = []
+        for r in rows:
+            v = _number(r["value"])
+            points.append(RangePoint(time=r["time"], avg=float(v), min=v, max=v, last=v, count=1))
+        return RangeResult(series_id, start, end, None, "raw", points)
+
+    origin = start
+    if res == "raw":
+        rows = await conn.fetch(_RAW_STEPPED, series_id, start, end, step, origin)
+        return RangeResult(series_id, start, end, step, res, [_point(r) for r in rows])
+
+    table = "samples_5m" if res == "5m" else "samples_1h"
+    done: datetime | None = await conn.fetchval(
+        "SELECT done_through FROM rollup_state WHERE resolution = $1", res
+    )
+    # Rollups cover [.., done); the rest comes from raw samples, cut on a step boundary so
+    # no step mixes the two sources.
+    split = start if done is None else max(start, min(end, done))
+    if split > start:
+        split = start + ((split - start) // step) * step
+    points: list[RangePoint] = []
+    if split > start:
+        sql = _ROLLUP_STEPPED.format(table=table)
+        points += [_point(r) for r in await conn.fetch(sql, series_id, start, split, step, origin)]
+    if split < end:
+        rows = await conn.fetch(_RAW_STEPPED, series_id, split, end, step, origin)
+        points += [_point(r) for r in rows]
+    return RangeResult(series_id, start, end, step, res, points)

