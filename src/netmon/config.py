@@ -188,7 +188,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
                 f"{path}: {section}.{key}: secrets are not accepted in the config file; "
                 f"set {env} or {section}.{key}_file"
             )
-    url = (data.get("database") or {}).get("url") if isinstance(data.get("database"), dict) else None
+    database = data.get("database")
+    url = database.get("url") if isinstance(database, dict) else None
     if isinstance(url, str) and urlsplit(url).password:
         raise ConfigError(
             f"{path}: database.url: the URL holds a password; remove it and set "

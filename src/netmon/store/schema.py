@@ -9,14 +9,12 @@ import os
 from dataclasses import dataclass
 from datetime import datetime
 
+from piccolo.apps.migrations.commands.base import BaseMigrationManager
+from piccolo.apps.migrations.tables import Migration
+
 from netmon.errors import SchemaOutdatedError, SchemaTooNewError
 from netmon.logs import get_logger
 from netmon.store.database import Database
-
-os.environ.setdefault("PICCOLO_CONF", "netmon.piccolo_conf")
-
-from piccolo.apps.migrations.commands.base import BaseMigrationManager  # noqa: E402
-from piccolo.apps.migrations.tables import Migration  # noqa: E402
 
 __all__ = ["MigrationState", "SchemaStatus", "check_schema", "schema_status", "upgrade"]
 
@@ -49,6 +47,11 @@ class SchemaStatus:
 
 
 class _Manager(BaseMigrationManager):
+    def __init__(self) -> None:
+        # Piccolo's Finder locates the app registry through this variable.
+        os.environ.setdefault("PICCOLO_CONF", "netmon.piccolo_conf")
+        super().__init__()
+
     def modules(self) -> dict[str, object]:
         app = self.get_app_config(app_name=APP_NAME)
         return dict(self.get_migration_modules(app.resolved_migrations_folder_path))

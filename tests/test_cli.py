@@ -1,0 +1,160 @@
+"""The `netmon` command, run as a user runs it: a subprocess with real databases."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+NETMON = [sys.executable, "-m", "netmon"]
+
+
+def netmon(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout=120):
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [*NETMON, *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=cwd,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_help_teaches_with_examples():
+    out = netmon("--help")
+    assert out.returncode == 0
+    assert "Examples" in out.stdout
+    assert "netmon run" in out.stdout
+    db_help = netmon("db", "--help")
+    assert "upgrade" in db_help.stdout
+    assert "maintain" in db_help.stdout
+
+
+def test_version():
+    out = netmon("version")
+    assert out.returncode == 0
+    assert out.stdout.startswith("netmon ")
+
+
+def test_bad_config_exits_2_naming_file_and_key(tmp_path):
+    bad = tmp_path / "netmon.yaml"
+    bad.write_text("storage:\n  raw_retention: sometimes\n")
+    out = netmon("-c", str(bad), "db", "status")
+    assert out.returncode == 2
+    assert str(bad) in out.stderr
+    assert "storage.raw_retention" in out.stderr
+    assert "expected a duration" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_unreachable_database_exits_3_promptly(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    started = time.monotonic()
+    out = netmon(
+        "db", "status", env={"NETMON_DATABASE__URL": f"postgresql://postgres@127.0.0.1:{port}/x"}
+    )
+    assert out.returncode == 3
+    assert "database unavailable" in out.stderr
+    assert time.monotonic() - started < 30
+
+
+async def test_upgrade_status_maintain_on_a_fresh_database(pg_server, tmp_path):
+    url = await pg_server.create_database()
+    env = {"NETMON_DATABASE__URL": url, "NETMON_DATA_DIR": str(tmp_path)}
+    try:
+        before = netmon("db", "status", "--json", env=env)
+        assert before.returncode == 1
+        assert json.loads(before.stdout)["current"] is False
+
+        first = netmon("db", "upgrade", env=env)
+        assert first.returncode == 0, first.stderr
+        assert "applied 1 migration" in first.stdout
+        again = netmon("db", "upgrade", env=env)
+        assert again.returncode == 0
+        assert "schema is current" in again.stdout
+
+        status = netmon("db", "status", "--json", env=env)
+        assert status.returncode == 0
+        assert json.loads(status.stdout)["current"] is True
+
+        maintained = netmon("db", "maintain", env=env)
+        assert maintained.returncode == 0, maintained.stderr
+        assert "partitions created: " in maintained.stdout
+    finally:
+        await pg_server.drop_database(url)
+
+
+async def test_newer_schema_is_refused(pg_server, tmp_path, database_url):
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute(
+            "INSERT INTO migration (name, app_name, ran_on) "
+            "VALUES ('2099-01-01T00:00:00:000000', 'netmon', now())"
+        )
+    finally:
+        await conn.close()
+    env = {"NETMON_DATABASE__URL": database_url, "NETMON_DATA_DIR": str(tmp_path)}
+    out = netmon("db", "upgrade", env=env)
+    assert out.returncode == 4
+    assert "newer netmon" in out.stderr
+    assert "2099-01-01T00:00:00:000000" in out.stderr
+
+
+def _wait_for(proc: subprocess.Popen[str], needle: str, timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    seen = []
+    assert proc.stderr is not None
+    os.set_blocking(proc.stderr.fileno(), False)
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if line:
+            seen.append(line)
+            if needle in line:
+                return "".join(seen)
+        elif proc.poll() is not None:
+            break
+        else:
+            time.sleep(0.05)
+    raise AssertionError(f"{needle!r} not seen; stderr so far:\n{''.join(seen)}")
+
+
+@pytest.mark.slow
+def test_run_with_embedded_database_starts_and_stops_cleanly(tmp_path):
+    env = {**os.environ, "NETMON_DATA_DIR": str(tmp_path / "data"), "NETMON_LOG__FORMAT": "json"}
+    env.pop("NETMON_DATABASE__URL", None)
+    proc = subprocess.Popen([*NETMON, "run"], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        log = _wait_for(proc, "netmon running", timeout=90)
+        assert "embedded database started" in log
+        pid_file = tmp_path / "data" / "postgres" / "postmaster.pid"
+        assert pid_file.exists()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+        assert not pid_file.exists(), "embedded PostgreSQL still running after netmon stopped"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    # The data stays: a second run finds the schema current and starts again.
+    proc = subprocess.Popen([*NETMON, "run"], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        log = _wait_for(proc, "netmon running", timeout=90)
+        assert "migration applied" not in log
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
