@@ -51,7 +51,10 @@ def test_example_config_is_valid():
         ("database:\n  pool_max: lots\n", "database.pool_max: Input should be a valid integer"),
         ("database:\n  url: mysql://x/y\n", "database.url: expected a postgresql:// URL"),
         ("database:\n  sslmode: maybe\n", "database.sslmode: Input should be"),
-        ("storage:\n  partition_interval: 7h\n", "storage.partition_interval: expected whole hours"),
+        (
+            "storage:\n  partition_interval: 7h\n",
+            "storage.partition_interval: expected whole hours",
+        ),
         ("storage: [1, 2\n", "not valid YAML"),
         ("- a\n- b\n", "expected a mapping"),
     ],

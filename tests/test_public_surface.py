@@ -11,7 +11,13 @@ from netmon import errors
 
 
 def test_exported_members():
-    assert set(netmon.__all__) == {"DeviceEvent", "NetmonError", "Sample", "SeriesKey", "__version__"}
+    assert set(netmon.__all__) == {
+        "DeviceEvent",
+        "NetmonError",
+        "Sample",
+        "SeriesKey",
+        "__version__",
+    }
     for name in netmon.__all__:
         assert hasattr(netmon, name)
 

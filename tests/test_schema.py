@@ -82,7 +82,7 @@ async def test_samples_are_partitioned_by_range_on_time_without_default(conn):
         "SELECT pg_get_constraintdef(oid) FROM pg_constraint "
         "WHERE conrelid = 'samples'::regclass AND contype = 'p'"
     )
-    assert key == "PRIMARY KEY (series_id, \"time\") INCLUDE (value)"
+    assert key == 'PRIMARY KEY (series_id, "time") INCLUDE (value)'
     value_type = await conn.fetchval(
         "SELECT data_type FROM information_schema.columns "
         "WHERE table_name = 'samples' AND column_name = 'value'"
