@@ -110,17 +110,20 @@ async def list_partitions(conn: asyncpg.Connection, table: str) -> list[Partitio
 def _gaps(
     existing: list[Partition], start: datetime, end: datetime, interval: timedelta
 ) -> list[tuple[datetime, datetime]]:
-    """Aligned slots in [start, end) not covered yet, clipped to what exists (the interval
-    may have been changed since older partitions were made)."""
+    """Aligned slots in [start, end) not covered yet, minus every part that exists (the
+    interval may have been changed since older partitions were made, so a slot can hold
+    several older partitions with holes between them)."""
+    ordered = sorted(existing, key=lambda p: p.start)
     slots = []
     slot = floor_time(start, interval)
     while slot < end:
         lo, hi = slot, slot + interval
-        for part in existing:
-            if part.start <= lo < part.end:
-                lo = part.end
-            if lo < part.start < hi:
-                hi = part.start
+        for part in ordered:
+            if part.end <= lo or part.start >= hi:
+                continue
+            if lo < part.start:
+                slots.append((lo, part.start))
+            lo = max(lo, part.end)
         if lo < hi:
             slots.append((lo, hi))
         slot += interval
@@ -149,9 +152,10 @@ async def ensure_partitions(
                 f"CREATE TABLE {name} (LIKE {table.name} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)"
             )
             # The CHECK lets ATTACH skip its validation scan; the table is empty anyway.
+            col = table.column
             await conn.execute(
                 f"ALTER TABLE {name} ADD CONSTRAINT {name}_bound "
-                f"CHECK ({table.column} >= '{lo.isoformat()}' AND {table.column} < '{hi.isoformat()}')"
+                f"CHECK ({col} >= '{lo.isoformat()}' AND {col} < '{hi.isoformat()}')"
             )
             await conn.execute(
                 f"ALTER TABLE {table.name} ATTACH PARTITION {name} "
@@ -185,13 +189,29 @@ async def drop_expired(
     result = RetentionResult([], [], [])
     await conn.execute(f"SET lock_timeout = {int(lock_timeout.total_seconds() * 1000)}")
     try:
-        for part in await list_partitions(conn, table.name):
-            if part.end > cutoff:
+        expired = [p for p in await list_partitions(conn, table.name) if p.end <= cutoff]
+        # PostgreSQL allows one pending detach per table: finish that one first, and once
+        # a detach has to wait, leave the rest of this table for the next run (another
+        # DETACH ... CONCURRENTLY would fail with "already pending detach").
+        expired.sort(key=lambda p: (not p.detach_pending, p.start))
+        blocked = False
+        for part in expired:
+            if blocked:
+                result.deferred.append(part.name)
                 continue
+            mode = "FINALIZE" if part.detach_pending else "CONCURRENTLY"
             try:
-                mode = "FINALIZE" if part.detach_pending else "CONCURRENTLY"
                 await conn.execute(f"ALTER TABLE {table.name} DETACH PARTITION {part.name} {mode}")
-                result.detached.append(part.name)
+            except (
+                asyncpg.exceptions.LockNotAvailableError,
+                asyncpg.exceptions.ObjectNotInPrerequisiteStateError,
+            ):
+                blocked = True
+                result.deferred.append(part.name)
+                log.info("retention deferred: partition in use", partition=part.name)
+                continue
+            result.detached.append(part.name)
+            try:
                 await conn.execute(f"DROP TABLE {part.name}")
                 result.dropped.append(part.name)
             except asyncpg.exceptions.LockNotAvailableError:
@@ -200,7 +220,9 @@ async def drop_expired(
         # A partition detached on an earlier run whose DROP was deferred is no longer
         # listed by pg_inherits; find it by name.
         for name in await _orphans(conn, table):
-            if name in result.dropped or _start_from_name(name) + table.interval > cutoff:
+            if name in result.dropped or name in result.deferred:
+                continue
+            if _start_from_name(name) + table.interval > cutoff:
                 continue
             try:
                 await conn.execute(f"DROP TABLE {name}")

@@ -18,6 +18,7 @@ import msgspec
 
 from netmon.config import StorageSettings
 from netmon.errors import QueryError
+from netmon.store.partitions import floor_time
 from netmon.store.rollups import FIVE_MINUTES, ONE_HOUR
 
 __all__ = [
@@ -150,6 +151,19 @@ def _point(row: asyncpg.Record) -> RangePoint:
     )
 
 
+def _merge(a: RangePoint, b: RangePoint) -> RangePoint:
+    """One step made of rollup buckets (``a``) and the raw samples after them (``b``)."""
+    count = a.count + b.count
+    return RangePoint(
+        time=a.time,
+        avg=(a.avg * a.count + b.avg * b.count) / count,
+        min=min(a.min, b.min),
+        max=max(a.max, b.max),
+        last=b.last,
+        count=count,
+    )
+
+
 async def range_query(
     conn: asyncpg.Connection,
     series_id: int,
@@ -180,7 +194,7 @@ async def range_query(
 
     if step is None:
         rows = await conn.fetch(_RAW, series_id, start, end)
-        points = []
+        points: list[RangePoint] = []
         for r in rows:
             v = _number(r["value"])
             points.append(RangePoint(time=r["time"], avg=float(v), min=v, max=v, last=v, count=1))
@@ -191,20 +205,23 @@ async def range_query(
         rows = await conn.fetch(_RAW_STEPPED, series_id, start, end, step, origin)
         return RangeResult(series_id, start, end, step, res, [_point(r) for r in rows])
 
-    table = "samples_5m" if res == "5m" else "samples_1h"
+    table, width = ("samples_5m", FIVE_MINUTES) if res == "5m" else ("samples_1h", ONE_HOUR)
     done: datetime | None = await conn.fetchval(
         "SELECT done_through FROM rollup_state WHERE resolution = $1", res
     )
-    # Rollups cover [.., done); the rest comes from raw samples, cut on a step boundary so
-    # no step mixes the two sources.
-    split = start if done is None else max(start, min(end, done))
-    if split > start:
-        split = start + ((split - start) // step) * step
-    points: list[RangePoint] = []
-    if split > start:
+    # Rollups cover whole buckets before ``done``; the rest comes from raw samples. The cut
+    # is on the bucket grid, so no sample is read from both sources; a step that straddles
+    # the cut gets its two parts merged.
+    cut = start if done is None else max(start, floor_time(min(end, done), width))
+    points = []
+    if cut > start:
         sql = _ROLLUP_STEPPED.format(table=table)
-        points += [_point(r) for r in await conn.fetch(sql, series_id, start, split, step, origin)]
-    if split < end:
-        rows = await conn.fetch(_RAW_STEPPED, series_id, split, end, step, origin)
-        points += [_point(r) for r in rows]
+        points += [_point(r) for r in await conn.fetch(sql, series_id, start, cut, step, origin)]
+    if cut < end:
+        for r in await conn.fetch(_RAW_STEPPED, series_id, cut, end, step, origin):
+            point = _point(r)
+            if points and points[-1].time == point.time:
+                points[-1] = _merge(points[-1], point)
+            else:
+                points.append(point)
     return RangeResult(series_id, start, end, step, res, points)
