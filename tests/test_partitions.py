@@ -669,3 +669,24 @@ async def test_explicit_ranges_give_aligned_named_partitions(conn, interval):
     assert all(p.end - p.start == width.partition_interval for p in raw)
     assert_contiguous(raw)
     assert await ensure_partitions(conn, table, start, end, LOCK_TIMEOUT) == []
+
+
+async def test_partition_creation_under_a_busy_parent_is_deferred_not_fatal(db, settings):
+    """A conflicting lock on the parent makes maintain() defer creation, not crash."""
+    from datetime import UTC, datetime, timedelta
+
+    from netmon.store.maintenance import maintain
+
+    blocker = await db.connect()
+    try:
+        async with blocker.transaction():
+            # SHARE ROW EXCLUSIVE conflicts with ATTACH's SHARE UPDATE EXCLUSIVE.
+            await blocker.execute("LOCK TABLE samples IN SHARE ROW EXCLUSIVE MODE")
+            report = await maintain(
+                db, settings.storage, now=datetime.now(UTC) + timedelta(days=30)
+            )
+        assert "samples" in report.deferred
+        later = await maintain(db, settings.storage, now=datetime.now(UTC) + timedelta(days=30))
+        assert any(name.startswith("samples_p") for name in later.created)
+    finally:
+        await blocker.close()

@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import asyncpg
+
 from netmon.config import StorageSettings
 from netmon.logs import get_logger
 from netmon.store.database import Database
@@ -51,9 +53,15 @@ async def maintain(
             report.skipped = True
             return report
         for table in tables.values():
-            report.created += await ensure_partitions(
-                conn, table, now - table.interval, now + storage.premake, storage.lock_timeout
-            )
+            try:
+                report.created += await ensure_partitions(
+                    conn, table, now - table.interval, now + storage.premake, storage.lock_timeout
+                )
+            except asyncpg.exceptions.LockNotAvailableError:
+                # Someone holds a conflicting lock on the parent (a manual ANALYZE, a
+                # long DDL); premake leaves days of slack, so try again next run.
+                report.deferred.append(table.name)
+                log.warning("partition creation deferred: parent table busy", table=table.name)
         report.rollups = await compute_rollups(
             conn, tables, now, storage.rollup_lateness, storage.lock_timeout, progress
         )
