@@ -32,9 +32,10 @@ log = get_logger(__name__)
 EMBEDDED_DATABASE = "netmon"
 
 # SQLSTATE classes that mean "the server went away or will not talk now", as opposed to
-# "this statement is wrong": 08 connection exception, 57P01-57P03 shutdown / cannot
-# connect now, 53300 too many connections.
-_UNAVAILABLE_SQLSTATES = ("08", "57P01", "57P02", "57P03", "53300")
+# "this statement is wrong": 08 connection exception, 28 the server refuses the login
+# (pg_hba.conf, password; the writer spools until that is fixed), 57P01-57P03 shutdown /
+# cannot connect now, 53300 too many connections.
+_UNAVAILABLE_SQLSTATES = ("08", "28", "57P01", "57P02", "57P03", "53300")
 
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
@@ -43,6 +44,8 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.InterfaceError,
     asyncpg.exceptions.InternalClientError,
 )
+
+_CLOSE_ERRORS: tuple[type[BaseException], ...] = (TimeoutError, *CONNECTION_ERRORS)
 
 
 def is_connection_error(exc: BaseException) -> bool:
@@ -158,7 +161,7 @@ class Database:
         if self.engine is not None:
             try:
                 await asyncio.wait_for(self.engine.close_connection_pool(), timeout=10)
-            except (TimeoutError, *CONNECTION_ERRORS):
+            except _CLOSE_ERRORS:
                 log.warning("database pool did not close cleanly")
             self.engine = None
         if self.embedded is not None:
@@ -176,5 +179,6 @@ class Database:
 def bind(engine: PostgresEngine) -> None:
     """Point Piccolo (our tables, its migration table, its finder) at this engine."""
     piccolo_conf.DB = engine
-    for table in (*TABLES, Migration):
+    Migration._meta.db = engine
+    for table in TABLES:
         table._meta.db = engine

@@ -93,15 +93,27 @@ class Spool:
             payload = data[_HEADER.size :]
             if magic == _MAGIC and length == len(payload) and zlib.crc32(payload) == crc:
                 return payload
+        self.set_aside(path, "checksum or length mismatch")
+        return None
+
+    def set_aside(self, path: Path, reason: str) -> None:
+        """Move an unusable file to ``corrupt/`` and count it, so replay can go on."""
+        size = path.stat().st_size
         aside = self.directory / "corrupt"
         aside.mkdir(exist_ok=True)
-        path.rename(aside / path.name)
+        # Sequence numbers start again at 1 once the spool has drained, so an earlier
+        # corrupt file of the same name may be there already: never overwrite it.
+        target = aside / path.name
+        n = 1
+        while target.exists():
+            target = aside / f"{path.name}.{n}"
+            n += 1
+        path.rename(target)
         with self._lock:
-            self._bytes -= len(data)
+            self._bytes -= size
             self._count -= 1
             self.corrupt += 1
-        log.error("corrupt spool file moved aside", file=str(aside / path.name))
-        return None
+        log.error("corrupt spool file moved aside", file=str(target), reason=reason)
 
     def remove(self, path: Path) -> None:
         size = path.stat().st_size

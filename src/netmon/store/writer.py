@@ -11,10 +11,12 @@ queue behind it so replay order is acceptance order.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import get_args, get_type_hints
 
 import asyncpg
 import msgspec
@@ -22,7 +24,7 @@ import msgspec
 from netmon.config import Settings
 from netmon.errors import DatabaseUnavailableError
 from netmon.logs import get_logger
-from netmon.records import U64_MAX, DeviceEvent, Sample
+from netmon.records import U64_MAX, DeviceEvent, Sample, SeriesKind
 from netmon.store.database import Database, is_connection_error
 from netmon.store.partitions import ensure_partitions, partitioned_tables
 from netmon.store.rollups import lower_watermarks
@@ -36,6 +38,8 @@ log = get_logger(__name__)
 COLUMNS = ("series_id", "time", "value")
 # Below this many rows a batch is not worth splitting across connections.
 _SPLIT_MIN_ROWS = 20_000
+# A chunk that loses a deadlock to another writer is tried again, up to this many times.
+_DEADLOCK_RETRIES = 3
 
 _INSERT_IGNORE = """
 WITH ins AS (
@@ -66,7 +70,8 @@ class Batch(msgspec.Struct):
 
 @dataclass
 class WriteResult:
-    """What became of one ``write`` call. accepted = stored + duplicates + spooled."""
+    """What became of one ``write`` call. accepted = stored + duplicates + spooled, all
+    counted in samples; rejected counts samples and events."""
 
     stored: int = 0
     duplicates: int = 0
@@ -93,7 +98,14 @@ class WriterStats:
     write_seconds: float = 0.0
 
 
+_KINDS = frozenset(get_args(SeriesKind))
+_SEVERITIES = frozenset(get_args(get_type_hints(DeviceEvent)["severity"]))
+
+
 class _Rejects:
+    """Records refused before they are stored or spooled: those the database could never
+    take would otherwise fail on every replay and block the spool behind them."""
+
     def __init__(self, settings: Settings) -> None:
         self.oldest_age = settings.storage.raw_retention
         self.max_future = settings.storage.max_future
@@ -106,10 +118,22 @@ class _Rejects:
             t, v = s.time, s.value
             if t.tzinfo is None or not oldest <= t <= newest:
                 continue
-            if isinstance(v, int) and not -(2**63) <= v <= U64_MAX:
+            kind = type(v)
+            if kind is not float:  # the hot path tests exact types first
+                if kind is int or (kind is not bool and isinstance(v, int)):
+                    if not -(2**63) <= v <= U64_MAX:
+                        continue
+                elif not isinstance(v, float):
+                    continue
+            if s.series.kind not in _KINDS:
                 continue
             good.append(s)
         return good, len(samples) - len(good)
+
+    @staticmethod
+    def split_events(events: Sequence[DeviceEvent]) -> tuple[list[DeviceEvent], int]:
+        good = [e for e in events if e.severity in _SEVERITIES]
+        return good, len(events) - len(good)
 
 
 class SampleWriter:
@@ -153,10 +177,8 @@ class SampleWriter:
         self._closing = True
         self._wake.set()
         self._replayer.cancel()
-        try:
+        with contextlib.suppress(asyncio.CancelledError):
             await self._replayer
-        except asyncio.CancelledError:
-            pass
         self._replayer = None
 
     async def __aenter__(self) -> SampleWriter:
@@ -173,16 +195,21 @@ class SampleWriter:
     ) -> WriteResult:
         """Make ``samples`` (and ``events``) durable; see WriteResult for the outcome."""
         good, rejected = self._rejects.split(samples)
-        result = WriteResult(rejected=rejected)
+        good_events, rejected_events = self._rejects.split_events(events)
+        result = WriteResult(rejected=rejected + rejected_events)
         if rejected:
             self.stats.rejected += rejected
             log.warning(
-                "samples rejected: time outside retention or too far ahead, or value out of range",
+                "samples rejected: time outside retention or too far ahead, or value out of "
+                "range, or unknown series kind",
                 rejected=rejected,
             )
-        if not good and not events:
+        if rejected_events:
+            self.stats.rejected += rejected_events
+            log.warning("events rejected: unknown severity", rejected=rejected_events)
+        if not good and not good_events:
             return result
-        batch = Batch(samples=good, events=list(events))
+        batch = Batch(samples=good, events=good_events)
         if self.database_up and not len(self.spool):
             try:
                 stored, dups = await self._to_database(batch)
@@ -217,7 +244,9 @@ class SampleWriter:
 
     def _went_down(self, exc: BaseException) -> None:
         if self.database_up:
-            log.warning("database unreachable: spooling to disk", error=f"{type(exc).__name__}: {exc}")
+            log.warning(
+                "database unreachable: spooling to disk", error=f"{type(exc).__name__}: {exc}"
+            )
         self.database_up = False
         self._wake.set()
 
@@ -249,7 +278,9 @@ class SampleWriter:
         self.stats.write_seconds += loop.time() - started
         return stored, len(samples) - stored
 
-    def _chunks(self, rows: list[tuple[int, datetime, int | float]]) -> list[list[tuple[int, datetime, int | float]]]:
+    def _chunks(
+        self, rows: list[tuple[int, datetime, int | float]]
+    ) -> list[list[tuple[int, datetime, int | float]]]:
         n = self.settings.writer.connections
         if n == 1 or len(rows) < _SPLIT_MIN_ROWS:
             return [rows]
@@ -260,16 +291,22 @@ class SampleWriter:
         self, rows: list[tuple[int, datetime, int | float]], oldest: datetime, newest: datetime
     ) -> int:
         """Store rows idempotently; return how many were new."""
+        partitions_made = False
+        deadlocks = 0
         async with self.db.pool.acquire() as conn:
-            for attempt in range(2):
+            while True:
                 try:
-                    await conn.copy_records_to_table("samples", records=rows, columns=COLUMNS)
-                    return len(rows)
-                except asyncpg.exceptions.UniqueViolationError:
-                    return await self._insert_ignoring_duplicates(conn, rows)
+                    # The missing-partition handler below must also cover the ON CONFLICT
+                    # path: COPY can meet a duplicate before it routes a row that has no
+                    # partition yet.
+                    try:
+                        await conn.copy_records_to_table("samples", records=rows, columns=COLUMNS)
+                        return len(rows)
+                    except asyncpg.exceptions.UniqueViolationError:
+                        return await self._insert_ignoring_duplicates(conn, rows)
                 except asyncpg.exceptions.CheckViolationError as exc:
                     # "no partition of relation ... found for row": make it, then retry.
-                    if "no partition" not in str(exc) or attempt:
+                    if "no partition" not in str(exc) or partitions_made:
                         raise
                     await ensure_partitions(
                         conn,
@@ -278,7 +315,13 @@ class SampleWriter:
                         newest + self._tables["samples"].interval / 1_000_000,
                         self.settings.storage.lock_timeout * 20,
                     )
-        raise AssertionError("unreachable")
+                    partitions_made = True
+                except asyncpg.exceptions.DeadlockDetectedError:
+                    # Another writer was inserting some of the same rows in another order,
+                    # and ours was rolled back. Try again: its rows are duplicates now.
+                    deadlocks += 1
+                    if deadlocks > _DEADLOCK_RETRIES:
+                        raise
 
     async def _insert_ignoring_duplicates(
         self, conn: asyncpg.Connection, rows: list[tuple[int, datetime, int | float]]
@@ -308,10 +351,8 @@ class SampleWriter:
     async def _replay_loop(self) -> None:
         retry = self.settings.writer.retry_interval.total_seconds()
         while not self._closing:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=retry)
-            except TimeoutError:
-                pass
             self._wake.clear()
             if not len(self.spool) and self.database_up:
                 continue
@@ -330,7 +371,11 @@ class SampleWriter:
             payload = await asyncio.to_thread(self.spool.read, path)
             if payload is None:
                 continue
-            batch = self._decoder.decode(payload)
+            try:
+                batch = self._decoder.decode(payload)
+            except msgspec.DecodeError as exc:  # intact, but not a Batch this code can read
+                await asyncio.to_thread(self.spool.set_aside, path, f"not a batch: {exc}")
+                continue
             stored, dups = await self._to_database(batch)
             await asyncio.to_thread(self.spool.remove, path)
             self.stats.replayed += len(batch.samples)
