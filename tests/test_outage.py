@@ -561,7 +561,7 @@ async def test_sigkill_in_the_middle_of_replay(db, settings, conn, tmp_path, chi
     ours = await backends(conn)
     replayer = await Child.spawn(
         tmp_path, "--data-dir", str(settings.data_dir), "--url", settings.database.url,
-        "--replay-only",
+        "--replay-only", "--batch-size", str(series),  # one spool file per COPY
     )  # fmt: skip
     children.append(replayer)
     assert replayer.spool_at_start == batches

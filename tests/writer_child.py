@@ -42,7 +42,7 @@ async def main(args: argparse.Namespace) -> None:
         None,
         data_dir=args.data_dir,
         database={"url": args.url, "pool_min": 1, "pool_max": 4, "connect_timeout": "1s"},
-        writer={"retry_interval": "100ms"},
+        writer={"retry_interval": "100ms", "batch_size": args.batch_size},
     )
     db = Database(settings.database, settings.data_dir)
     with contextlib.suppress(DatabaseUnavailableError):
@@ -79,6 +79,8 @@ if __name__ == "__main__":
     parser.add_argument("--series", type=int, default=20)
     parser.add_argument("--base", type=float, default=0.0)
     parser.add_argument("--batches", type=int, default=1_000_000)
+    # Replay groups spool files up to this many samples per COPY.
+    parser.add_argument("--batch-size", type=int, default=5000)
     parser.add_argument("--pause", type=float, default=0.0)
     parser.add_argument("--replay-only", action="store_true")
     configure_logging("info", "json")

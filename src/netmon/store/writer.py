@@ -16,6 +16,8 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
 from typing import get_args, get_type_hints
 
 import asyncpg
@@ -40,6 +42,8 @@ COLUMNS = ("series_id", "time", "value")
 _SPLIT_MIN_ROWS = 20_000
 # A chunk that loses a deadlock to another writer is tried again, up to this many times.
 _DEADLOCK_RETRIES = 3
+# One row of `samples` as COPY takes it.
+Row = tuple[int, datetime, int | float | Decimal]
 
 _INSERT_IGNORE = """
 WITH ins AS (
@@ -93,6 +97,7 @@ class WriterStats:
     spooled: int = 0
     replayed: int = 0
     rejected: int = 0
+    expired: int = 0
     dropped: int = 0
     batches: int = 0
     write_seconds: float = 0.0
@@ -100,6 +105,10 @@ class WriterStats:
 
 _KINDS = frozenset(get_args(SeriesKind))
 _SEVERITIES = frozenset(get_args(get_type_hints(DeviceEvent)["severity"]))
+
+
+def _dec(value: float) -> Decimal:
+    return Decimal(repr(value))
 
 
 class _Rejects:
@@ -129,6 +138,10 @@ class _Rejects:
                 continue
             good.append(s)
         return good, len(samples) - len(good)
+
+    def still_retained(self, samples: list[Sample]) -> list[Sample]:
+        oldest = datetime.now(UTC) - self.oldest_age
+        return [s for s in samples if s.time >= oldest]
 
     @staticmethod
     def split_events(events: Sequence[DeviceEvent]) -> tuple[list[DeviceEvent], int]:
@@ -262,7 +275,12 @@ class SampleWriter:
                 await self._write_events(conn, batch.events)
         if samples:
             ids = self.series._ids
-            rows = [(ids[s.series], s.time, s.value) for s in samples]
+            # A float goes to numeric by its shortest repr: 0.1 stays 0.1, where asyncpg
+            # would store all 55 digits of its binary expansion.
+            rows = [
+                (ids[s.series], s.time, s.value if type(s.value) is not float else _dec(s.value))
+                for s in samples
+            ]
             oldest = min(s.time for s in samples)
             newest = max(s.time for s in samples)
             chunks = self._chunks(rows)
@@ -278,18 +296,14 @@ class SampleWriter:
         self.stats.write_seconds += loop.time() - started
         return stored, len(samples) - stored
 
-    def _chunks(
-        self, rows: list[tuple[int, datetime, int | float]]
-    ) -> list[list[tuple[int, datetime, int | float]]]:
+    def _chunks(self, rows: list[Row]) -> list[list[Row]]:
         n = self.settings.writer.connections
         if n == 1 or len(rows) < _SPLIT_MIN_ROWS:
             return [rows]
         size = -(-len(rows) // n)
         return [rows[i : i + size] for i in range(0, len(rows), size)]
 
-    async def _copy(
-        self, rows: list[tuple[int, datetime, int | float]], oldest: datetime, newest: datetime
-    ) -> int:
+    async def _copy(self, rows: list[Row], oldest: datetime, newest: datetime) -> int:
         """Store rows idempotently; return how many were new."""
         partitions_made = False
         deadlocks = 0
@@ -323,9 +337,7 @@ class SampleWriter:
                     if deadlocks > _DEADLOCK_RETRIES:
                         raise
 
-    async def _insert_ignoring_duplicates(
-        self, conn: asyncpg.Connection, rows: list[tuple[int, datetime, int | float]]
-    ) -> int:
+    async def _insert_ignoring_duplicates(self, conn: asyncpg.Connection, rows: list[Row]) -> int:
         ids, times, values = zip(*rows, strict=True)
         count: int = await conn.fetchval(_INSERT_IGNORE, list(ids), list(times), list(values))
         return count
@@ -367,20 +379,52 @@ class SampleWriter:
                 await asyncio.sleep(retry)
 
     async def _replay_once(self) -> None:
-        for path in self.spool.pending():
-            payload = await asyncio.to_thread(self.spool.read, path)
-            if payload is None:
+        """Replay the spool in order, several files per COPY (up to writer.batch_size
+        samples): one file per COPY could fall behind a steady stream of new batches and
+        never drain."""
+        pending = self.spool.pending()
+        if not pending and not self.database_up:
+            # Nothing to replay (the spool filled up and dropped, or is being written):
+            # the database counts as back only once it answers.
+            async with self.db.pool.acquire() as conn:
+                await conn.execute("SELECT 1")
+        while pending:
+            group: list[Path] = []
+            samples: list[Sample] = []
+            events: list[DeviceEvent] = []
+            while pending and (not group or len(samples) < self.settings.writer.batch_size):
+                path = pending.pop(0)
+                batch = await self._read_spooled(path)
+                if batch is None:
+                    continue
+                group.append(path)
+                samples += batch.samples
+                events += batch.events
+            if not group:
                 continue
-            try:
-                batch = self._decoder.decode(payload)
-            except msgspec.DecodeError as exc:  # intact, but not a Batch this code can read
-                await asyncio.to_thread(self.spool.set_aside, path, f"not a batch: {exc}")
-                continue
-            stored, dups = await self._to_database(batch)
-            await asyncio.to_thread(self.spool.remove, path)
-            self.stats.replayed += len(batch.samples)
+            # Time passed while the batches waited: what aged out of retention meanwhile
+            # would re-create dropped partitions. It is let go, counted and logged.
+            kept = self._rejects.still_retained(samples)
+            expired = len(samples) - len(kept)
+            if expired:
+                self.stats.expired += expired
+                log.warning("spooled samples expired past retention", expired=expired)
+            stored, dups = await self._to_database(Batch(samples=kept, events=events))
+            for path in group:
+                await asyncio.to_thread(self.spool.remove, path)
+            self.stats.replayed += len(kept)
             self.stats.stored += stored
             self.stats.duplicates += dups
         if not self.database_up:
             log.info("database back: spool replayed", replayed_total=self.stats.replayed)
         self.database_up = True
+
+    async def _read_spooled(self, path: Path) -> Batch | None:
+        payload = await asyncio.to_thread(self.spool.read, path)
+        if payload is None:
+            return None
+        try:
+            return self._decoder.decode(payload)
+        except msgspec.DecodeError as exc:  # intact, but not a Batch this code can read
+            await asyncio.to_thread(self.spool.set_aside, path, f"not a batch: {exc}")
+            return None
