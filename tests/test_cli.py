@@ -158,3 +158,25 @@ def test_run_with_embedded_database_starts_and_stops_cleanly(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.slow
+def test_run_waits_for_an_external_database_and_stops_on_request(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {
+        **os.environ,
+        "NETMON_DATA_DIR": str(tmp_path / "data"),
+        "NETMON_DATABASE__URL": f"postgresql://postgres@127.0.0.1:{port}/netmon",
+        "NETMON_LOG__FORMAT": "json",
+    }
+    proc = subprocess.Popen([*NETMON, "run"], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(proc, "waiting for the database", timeout=60)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -11,6 +11,7 @@ import contextlib
 import signal
 
 from netmon.config import Settings
+from netmon.errors import DatabaseUnavailableError
 from netmon.logs import get_logger
 from netmon.store.database import Database
 from netmon.store.maintenance import maintain
@@ -32,13 +33,32 @@ class Service:
 
     async def start(self) -> None:
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
-        await self.db.start()
+        if not await self._connect():
+            return  # stopped while waiting
         await upgrade(self.db)
         await maintain(self.db, self.settings.storage)
         self.writer = SampleWriter(self.db, self.settings)
         await self.writer.start()
         self._tasks.append(asyncio.create_task(self._maintenance_loop(), name="maintenance"))
         log.info("netmon running", data_dir=str(self.settings.data_dir))
+
+    async def _connect(self) -> bool:
+        """Wait for an external database that is not up yet (a host booting, a failover)
+        rather than exit; the embedded one either starts or fails for good."""
+        delay = 1.0
+        while True:
+            try:
+                await self.db.start()
+                return True
+            except DatabaseUnavailableError as exc:
+                if self.db.embedded is not None:
+                    raise
+                log.warning("waiting for the database", error=str(exc), retry_in_s=delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), timeout=delay)
+                if self._stop.is_set():
+                    return False
+                delay = min(delay * 2, 30.0)
 
     async def _maintenance_loop(self) -> None:
         interval = self.settings.storage.maintenance_interval.total_seconds()
