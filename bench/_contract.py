@@ -22,10 +22,12 @@ import math
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -112,7 +114,7 @@ def median_figures(runs: Sequence[Mapping[str, float]]) -> Figures:
 def _round(value: float) -> float:
     if value == 0 or not math.isfinite(value):
         return value
-    digits = max(0, 4 - int(math.floor(math.log10(abs(value)))))
+    digits = max(0, 4 - math.floor(math.log10(abs(value))))
     return round(value, digits)
 
 
@@ -124,11 +126,7 @@ def emit(
     **extra: Any,
 ) -> dict[str, Any]:
     """Print the contract's JSON object as the last line of stdout and return it."""
-    ratio = {
-        name: value / baseline[name]
-        for name, value in figures.items()
-        if name in baseline and baseline[name]
-    }
+    ratio = {name: value / baseline[name] for name, value in figures.items() if baseline.get(name)}
     result: dict[str, Any] = {
         "bench": bench,
         "figures": {k: _round(v) for k, v in figures.items()},
@@ -155,8 +153,7 @@ async def repeat(
     for index in range(runs):
         figures, baseline = await once(index)
         stderr.print(
-            f"[bold]run {index + 1}/{runs}[/bold] figures={dict(figures)} "
-            f"baseline={dict(baseline)}"
+            f"[bold]run {index + 1}/{runs}[/bold] figures={dict(figures)} baseline={dict(baseline)}"
         )
         figure_runs.append(figures)
         baseline_runs.append(baseline)
@@ -169,9 +166,25 @@ async def repeat(
     )
 
 
+def _source_version() -> str:
+    """The commit the measured code is at, "+dirty" when src/ has local changes."""
+    here = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "src"], cwd=here, capture_output=True, text=True
+        ).stdout.strip()
+    except OSError:
+        return "unknown"
+    return (commit or "unknown") + ("+dirty" if dirty else "")
+
+
 def environment() -> dict[str, Any]:
     """Where the numbers were taken: worth keeping next to them."""
     return {
+        "netmon_commit": _source_version(),
         "python": platform.python_version(),
         "machine": platform.machine(),
         "cpus": os.cpu_count(),
