@@ -46,6 +46,11 @@ class SeriesCache:
     def __len__(self) -> int:
         return len(self._ids)
 
+    @property
+    def ids(self) -> dict[SeriesKey, int]:
+        """The mapping itself, for the writer's hot loop (read-only by convention)."""
+        return self._ids
+
     def get(self, key: SeriesKey) -> int | None:
         return self._ids.get(key)
 
