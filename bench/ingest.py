@@ -5,7 +5,7 @@
 What is measured (full run; --quick is 200k samples over 2,000 series):
 
 * figures.samples_per_s: 2,000,000 samples over 10,000 series written with
-  ``SampleWriter.write`` in batches of ``writer.batch_size`` (5,000 by default) into the
+  ``SampleWriter.write`` in batches of ``writer.batch_size`` (50,000 by default) into the
   partitioned ``samples`` table of a freshly migrated database. SeriesKey objects are built
   once and reused across timestamps, as a poller does, and one warm-up write creates every
   series before the clock starts: the timed part is the steady state (cache hits, COPY).

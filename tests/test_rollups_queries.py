@@ -527,9 +527,10 @@ async def test_range_with_unaligned_start_counts_every_sample_once(db, settings,
         assert result.resolution == "5m"
         times = [p.time for p in result.points]
         assert times == sorted(set(times)), f"step {step}: a step appears twice"
-        # Rollup buckets start at the first 5-minute boundary inside the range; from there
-        # on, every sample is in exactly one point.
-        first_bucket = data.base + FIVE
+        # Steps from rollups start on the rollup grid, at the bucket holding ``start``
+        # (data.base); from there on, every sample is in exactly one point.
+        first_bucket = data.base
+        assert result.points[0].time == first_bucket
         samples = [v for t, v in data.points[TEMP] if first_bucket <= t < end]
         assert sum(p.count for p in result.points) == len(samples), f"step {step}"
         assert min(p.min for p in result.points) == min(samples)

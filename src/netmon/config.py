@@ -117,7 +117,13 @@ class StorageSettings(_Section):
 
 
 class WriterSettings(_Section):
-    batch_size: int = Field(default=5000, ge=1, le=1_000_000)
+    batch_size: int = Field(
+        default=50_000,
+        ge=1,
+        le=1_000_000,
+        description="Flush at this many samples (or after flush_interval, if sooner). "
+        "COPY throughput grows with batch size: 120k samples/s at 5,000, 190k at 100,000.",
+    )
     flush_interval: Duration = timedelta(milliseconds=200)
     connections: int = Field(default=2, ge=1, le=16, description="Parallel COPY streams.")
     spool_dir: Path | None = Field(default=None, description="Default: <data_dir>/spool")
