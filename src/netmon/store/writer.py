@@ -432,7 +432,7 @@ class SampleWriter:
                 log.warning("spooled samples expired past retention", expired=expired)
             stored, dups = await self._to_database(Batch(samples=kept, events=events))
             for path in group:
-                await asyncio.to_thread(self.spool.remove, path)
+                self.spool.remove(path)
             self.stats.replayed += len(kept)
             self.stats.stored += stored
             self.stats.duplicates += dups
@@ -441,11 +441,14 @@ class SampleWriter:
         self.database_up = True
 
     async def _read_spooled(self, path: Path) -> Batch | None:
-        payload = await asyncio.to_thread(self.spool.read, path)
+        # Replay's file operations run on the loop, not in a thread: a replayer cancelled by
+        # close() must not leave a thread behind that still moves files (reads and unlinks
+        # are quick; only append fsyncs).
+        payload = self.spool.read(path)
         if payload is None:
             return None
         try:
             return self._decoder.decode(payload)
         except msgspec.DecodeError as exc:  # intact, but not a Batch this code can read
-            await asyncio.to_thread(self.spool.set_aside, path, f"not a batch: {exc}")
+            self.spool.set_aside(path, f"not a batch: {exc}")
             return None
