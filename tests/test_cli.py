@@ -180,3 +180,32 @@ def test_run_waits_for_an_external_database_and_stops_on_request(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.slow
+def test_embedded_database_stops_after_a_killed_run_is_followed_by_a_clean_one(tmp_path):
+    """A netmon killed with SIGKILL leaves the embedded server running (nobody can stop
+    it); the next run adopts it, and that run's clean stop shuts it down."""
+    env = {**os.environ, "NETMON_DATA_DIR": str(tmp_path / "data"), "NETMON_LOG__FORMAT": "json"}
+    env.pop("NETMON_DATABASE__URL", None)
+    pid_file = tmp_path / "data" / "postgres" / "postmaster.pid"
+    killed = subprocess.Popen([*NETMON, "run"], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(killed, "netmon running", timeout=90)
+    finally:
+        killed.kill()
+        killed.wait()
+    assert pid_file.exists()
+    proc = subprocess.Popen([*NETMON, "run"], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(proc, "netmon running", timeout=90)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        outlived = pid_file.exists()
+        if outlived:  # stop the server this test started, by its own PID
+            os.kill(int(pid_file.read_text().split()[0]), signal.SIGINT)
+    assert not outlived, "embedded PostgreSQL outlived the clean stop"

