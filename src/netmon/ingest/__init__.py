@@ -1,0 +1,1 @@
+"""Turning raw collected values into what users read: rates from counters."""
