@@ -214,3 +214,27 @@ async def fresh_database(server_url: str) -> AsyncIterator[str]:
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:
             await admin.close()
+
+
+BenchFn = Callable[[argparse.Namespace, str, Path], Awaitable[Any]]
+OptionsFn = Callable[[argparse.ArgumentParser], None]
+
+
+def main(doc: str, options: OptionsFn, bench: BenchFn, argv: Sequence[str] | None = None) -> int:
+    """The whole life of a benchmark script: parse its arguments, quiet netmon's logs, run
+    ``bench(args, database_url, scratch_dir)`` in a throw-away database."""
+    import asyncio
+    import tempfile
+
+    from netmon.logs import configure_logging
+
+    args = parse_args(doc.split("\n\n")[0], options, argv)
+    configure_logging("warning")
+
+    async def go() -> None:
+        async with fresh_database(args.database_url) as url:
+            with tempfile.TemporaryDirectory(prefix="netmon-bench-") as tmp:
+                await bench(args, url, Path(tmp))
+
+    asyncio.run(go())
+    return 0

@@ -33,7 +33,6 @@ import asyncio
 import cProfile
 import random
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -43,11 +42,10 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-from _contract import environment, fresh_database, parse_args, progress, repeat, stderr
+from _contract import environment, main, progress, repeat, stderr
 from rich.progress import Progress
 
 from netmon.config import Settings, load_settings
-from netmon.logs import configure_logging
 from netmon.records import Sample, SeriesKey
 from netmon.store.database import Database
 from netmon.store.maintenance import maintain
@@ -405,14 +403,5 @@ async def bench(args: argparse.Namespace, url: str, data_dir: Path) -> dict[str,
         await db.stop()
 
 
-async def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(__doc__.split("\n\n")[0], options, argv)
-    configure_logging("warning")
-    async with fresh_database(args.database_url) as url:
-        with tempfile.TemporaryDirectory(prefix="netmon-bench-") as tmp:
-            await bench(args, url, Path(tmp))
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))
+    sys.exit(main(__doc__, options, bench))

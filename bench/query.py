@@ -31,7 +31,6 @@ import asyncio
 import itertools
 import random
 import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -41,11 +40,10 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-from _contract import environment, fresh_database, parse_args, percentile, progress, repeat, stderr
+from _contract import environment, main, percentile, progress, repeat, stderr
 from ingest import make_keys
 
 from netmon.config import Settings, StorageSettings, load_settings
-from netmon.logs import configure_logging
 from netmon.store.database import Database
 from netmon.store.maintenance import maintain
 from netmon.store.partitions import ensure_partitions, list_partitions, partitioned_tables
@@ -352,14 +350,5 @@ async def bench(args: argparse.Namespace, url: str, data_dir: Path) -> dict[str,
         await db.stop()
 
 
-async def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(__doc__.split("\n\n")[0], options, argv)
-    configure_logging("warning")
-    async with fresh_database(args.database_url) as url:
-        with tempfile.TemporaryDirectory(prefix="netmon-bench-") as tmp:
-            await bench(args, url, Path(tmp))
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))
+    sys.exit(main(__doc__, options, bench))

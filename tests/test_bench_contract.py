@@ -1,0 +1,64 @@
+"""Every benchmark keeps the JSON contract: one object on the last line of stdout, with the
+keys the issues name. Run in --quick mode against the system PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import SYSTEM_URL_ENV, with_database
+
+BENCH = Path(__file__).parent.parent / "bench"
+
+REQUIRED = {
+    "ingest": {
+        "figures": {"samples_per_s", "bytes_per_sample"},
+        "baseline": {"samples_per_s"},
+        "ratio": {"samples_per_s"},
+    },
+    "query": {
+        "figures": {
+            "last_p50_ms",
+            "last_p99_ms",
+            "range_24h_p50_ms",
+            "range_24h_p99_ms",
+            "range_30d_p50_ms",
+            "range_30d_p99_ms",
+        },
+        "baseline": {"last_p99_ms", "range_24h_p99_ms", "range_30d_p99_ms"},
+        "ratio": {"last_p99_ms", "range_24h_p99_ms", "range_30d_p99_ms"},
+    },
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(REQUIRED))
+def test_benchmark_prints_one_contract_object(name):
+    url = os.environ.get(SYSTEM_URL_ENV)
+    if not url:
+        pytest.skip(f"{SYSTEM_URL_ENV} is not set")
+    out = subprocess.run(
+        [sys.executable, str(BENCH / f"{name}.py"), "--quick", "--runs", "1"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        env={**os.environ, "NETMON_BENCH_DATABASE_URL": with_database(url, "postgres")},
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.strip().splitlines()
+    assert len(lines) == 1, "progress must go to stderr"
+    result = json.loads(lines[-1])
+    assert result["bench"] == name
+    assert result["runs"] == 1
+    for section, keys in REQUIRED[name].items():
+        assert keys <= set(result[section]), (section, keys - set(result[section]))
+    for key, ratio in result["ratio"].items():
+        assert ratio == pytest.approx(result["figures"][key] / result["baseline"][key], rel=1e-3), (
+            key
+        )
