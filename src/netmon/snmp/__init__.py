@@ -1,0 +1,1 @@
+"""SNMP: credentials from the inventory, and (with the SNMP issue) the shared client."""

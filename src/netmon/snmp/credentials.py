@@ -1,0 +1,161 @@
+"""SNMPv3 credentials as the inventory states them, validated at load time.
+
+In a Nornir host's (or group's) ``data``::
+
+    snmp:
+      user: netmon
+      auth: {protocol: sha256, key: {env: NETMON_SNMP_AUTH}}
+      priv: {protocol: aes256, key: {file: /run/secrets/snmp-priv}}
+      context: ""            # optional
+      port: 161
+      timeout: 2s
+      retries: 1
+      max_repetitions: 25
+
+Keys are references, never inline: ``{env: NAME}`` or ``{file: PATH}``. A reference that
+cannot be resolved is an error at load that names the host and the key, not a timeout at
+poll time.
+
+Privacy protocol names follow Net-SNMP, so an engineer can tell the two AES-192/256
+variants apart: ``aes192``/``aes256`` are the Blumenthal key extension (what Net-SNMP's
+``-x AES256`` does), ``aes192c``/``aes256c`` the Reeder draft that Cisco implements
+(Net-SNMP's ``AES256C``). They are not interchangeable: a mismatch looks like a wrong key.
+MD5, DES and 3DES are refused unless ``legacy: true`` says the device leaves no choice.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Literal, cast, get_args
+
+from netmon.durations import parse_duration
+from netmon.errors import ConfigError
+
+__all__ = ["AuthProtocol", "PrivProtocol", "SnmpV3Credentials", "snmp_credentials"]
+
+AuthProtocol = Literal["sha1", "sha224", "sha256", "sha384", "sha512", "md5"]
+PrivProtocol = Literal["aes128", "aes192", "aes256", "aes192c", "aes256c", "des", "3des"]
+
+LEGACY_AUTH = frozenset({"md5"})
+LEGACY_PRIV = frozenset({"des", "3des"})
+MIN_KEY_LENGTH = 8  # RFC 3414: shorter pass phrases are refused by agents
+
+
+@dataclass(frozen=True)
+class SnmpV3Credentials:
+    user: str
+    auth_protocol: AuthProtocol | None
+    priv_protocol: PrivProtocol | None
+    auth_key: str = field(default="", repr=False)
+    priv_key: str = field(default="", repr=False)
+    context: str = ""
+    port: int = 161
+    timeout: timedelta = timedelta(seconds=2)
+    retries: int = 1
+    max_repetitions: int = 25
+
+    @property
+    def security_level(self) -> Literal["noAuthNoPriv", "authNoPriv", "authPriv"]:
+        if self.auth_protocol is None:
+            return "noAuthNoPriv"
+        return "authNoPriv" if self.priv_protocol is None else "authPriv"
+
+
+class _Where:
+    """Builds error messages that name the host and the key."""
+
+    def __init__(self, host: str) -> None:
+        self.host = host
+
+    def error(self, key: str, reason: str) -> ConfigError:
+        return ConfigError(f"inventory host {self.host}: snmp.{key}: {reason}")
+
+
+def _secret(where: _Where, key: str, ref: Any) -> str:
+    if isinstance(ref, str):
+        raise where.error(key, "keys are not accepted inline; use {env: NAME} or {file: PATH}")
+    if not isinstance(ref, Mapping) or len(ref) != 1 or not ({"env", "file"} & set(ref)):
+        raise where.error(key, "expected {env: NAME} or {file: PATH}")
+    if "env" in ref:
+        value = os.environ.get(str(ref["env"]))
+        if value is None:
+            raise where.error(key, f"environment variable {ref['env']} is not set")
+    else:
+        try:
+            value = Path(str(ref["file"])).read_text().strip()
+        except OSError as exc:
+            raise where.error(key, f"cannot read {ref['file']}: {exc.strerror}") from exc
+    if len(value) < MIN_KEY_LENGTH:
+        raise where.error(key, f"a key must be at least {MIN_KEY_LENGTH} characters")
+    return value
+
+
+def _protocol(where: _Where, key: str, value: Any, allowed: tuple[str, ...]) -> str:
+    name = str(value).lower()
+    if name not in allowed:
+        raise where.error(key, f"expected one of {', '.join(allowed)}, got {value!r}")
+    return name
+
+
+def _int(where: _Where, key: str, value: Any, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise where.error(key, f"expected a whole number from {low} to {high}, got {value!r}")
+    return value
+
+
+def snmp_credentials(host: str, snmp: Mapping[str, Any]) -> SnmpV3Credentials:
+    """Validate one host's ``snmp`` data (groups and defaults already merged by Nornir)."""
+    where = _Where(host)
+    unknown = set(snmp) - {
+        "user", "auth", "priv", "context", "port", "timeout", "retries", "max_repetitions",
+        "legacy",
+    }  # fmt: skip
+    if unknown:
+        raise where.error(sorted(unknown)[0], "unknown key")
+    user = snmp.get("user")
+    if not isinstance(user, str) or not user:
+        raise where.error("user", "expected the SNMPv3 user name")
+    legacy = snmp.get("legacy", False) is True
+
+    auth_protocol: str | None = None
+    auth_key = ""
+    if (auth := snmp.get("auth")) is not None:
+        auth_protocol = _protocol(
+            where, "auth.protocol", auth.get("protocol"), get_args(AuthProtocol)
+        )
+        if auth_protocol in LEGACY_AUTH and not legacy:
+            raise where.error("auth.protocol", f"{auth_protocol} is broken; set legacy: true")
+        auth_key = _secret(where, "auth.key", auth.get("key"))
+
+    priv_protocol: str | None = None
+    priv_key = ""
+    if (priv := snmp.get("priv")) is not None:
+        if auth_protocol is None:
+            raise where.error("priv", "privacy needs authentication (set snmp.auth)")
+        priv_protocol = _protocol(
+            where, "priv.protocol", priv.get("protocol"), get_args(PrivProtocol)
+        )
+        if priv_protocol in LEGACY_PRIV and not legacy:
+            raise where.error("priv.protocol", f"{priv_protocol} is broken; set legacy: true")
+        priv_key = _secret(where, "priv.key", priv.get("key"))
+
+    try:
+        timeout = parse_duration(snmp.get("timeout", "2s"))
+    except ValueError as exc:
+        raise where.error("timeout", str(exc)) from exc
+    return SnmpV3Credentials(
+        user=user,
+        auth_protocol=cast(AuthProtocol | None, auth_protocol),
+        priv_protocol=cast(PrivProtocol | None, priv_protocol),
+        auth_key=auth_key,
+        priv_key=priv_key,
+        context=str(snmp.get("context", "")),
+        port=_int(where, "port", snmp.get("port", 161), 1, 65535),
+        timeout=timeout,
+        retries=_int(where, "retries", snmp.get("retries", 1), 0, 10),
+        max_repetitions=_int(where, "max_repetitions", snmp.get("max_repetitions", 25), 1, 200),
+    )
