@@ -14,6 +14,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -28,6 +29,27 @@ SYSTEM_URL_ENV = "NETMON_TEST_DATABASE_URL"
 
 def with_database(url: str, name: str) -> str:
     return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
+
+
+async def migrate(url: str) -> None:
+    """Apply netmon's migrations to the database at ``url``."""
+    db = Database(load_settings(None, database={"url": url}).database, Path("/nonexistent"))
+    await db.start()
+    try:
+        await upgrade(db)
+    finally:
+        await db.stop()
+
+
+def with_storage(settings: Settings, **storage: Any) -> Settings:
+    """The test's settings with some storage keys changed (validated like a config file)."""
+    assert settings.database.url is not None
+    return load_settings(
+        None,
+        data_dir=settings.data_dir,
+        database={"url": settings.database.url, "pool_min": 2, "pool_max": 10},
+        storage=storage,
+    )
 
 
 @dataclass
@@ -86,12 +108,7 @@ def pg_server(request: pytest.FixtureRequest) -> Iterator[PgServer]:
 
     async def make_template() -> str:
         url = await server.create_database()
-        db = Database(load_settings(None, database={"url": url}).database, Path("/nonexistent"))
-        await db.start()
-        try:
-            await upgrade(db)
-        finally:
-            await db.stop()
+        await migrate(url)
         return urlsplit(url).path.lstrip("/")
 
     server.template = asyncio.run(make_template())

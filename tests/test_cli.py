@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -9,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
@@ -130,12 +132,23 @@ def _wait_for(proc: subprocess.Popen[str], needle: str, timeout: float) -> str:
     raise AssertionError(f"{needle!r} not seen; stderr so far:\n{''.join(seen)}")
 
 
+@contextlib.contextmanager
+def netmon_run(env: dict[str, str]) -> Iterator[subprocess.Popen[str]]:
+    """`netmon run` as a child; killed on the way out if the test did not stop it."""
+    proc = subprocess.Popen([*NETMON, "run"], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 @pytest.mark.slow
 def test_run_with_embedded_database_starts_and_stops_cleanly(tmp_path):
     env = {**os.environ, "NETMON_DATA_DIR": str(tmp_path / "data"), "NETMON_LOG__FORMAT": "json"}
     env.pop("NETMON_DATABASE__URL", None)
-    proc = subprocess.Popen([*NETMON, "run"], env=env, stderr=subprocess.PIPE, text=True)
-    try:
+    with netmon_run(env) as proc:
         log = _wait_for(proc, "netmon running", timeout=90)
         assert "embedded database started" in log
         pid_file = tmp_path / "data" / "postgres" / "postmaster.pid"
@@ -143,21 +156,12 @@ def test_run_with_embedded_database_starts_and_stops_cleanly(tmp_path):
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
         assert not pid_file.exists(), "embedded PostgreSQL still running after netmon stopped"
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     # The data stays: a second run finds the schema current and starts again.
-    proc = subprocess.Popen([*NETMON, "run"], env=env, stderr=subprocess.PIPE, text=True)
-    try:
+    with netmon_run(env) as proc:
         log = _wait_for(proc, "netmon running", timeout=90)
         assert "migration applied" not in log
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=60) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.mark.slow
@@ -171,15 +175,10 @@ def test_run_waits_for_an_external_database_and_stops_on_request(tmp_path):
         "NETMON_DATABASE__URL": f"postgresql://postgres@127.0.0.1:{port}/netmon",
         "NETMON_LOG__FORMAT": "json",
     }
-    proc = subprocess.Popen([*NETMON, "run"], env=env, stderr=subprocess.PIPE, text=True)
-    try:
+    with netmon_run(env) as proc:
         _wait_for(proc, "waiting for the database", timeout=60)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.mark.slow
@@ -189,22 +188,17 @@ def test_embedded_database_stops_after_a_killed_run_is_followed_by_a_clean_one(t
     env = {**os.environ, "NETMON_DATA_DIR": str(tmp_path / "data"), "NETMON_LOG__FORMAT": "json"}
     env.pop("NETMON_DATABASE__URL", None)
     pid_file = tmp_path / "data" / "postgres" / "postmaster.pid"
-    killed = subprocess.Popen([*NETMON, "run"], env=env, stderr=subprocess.PIPE, text=True)
-    try:
+    with netmon_run(env) as killed:
         _wait_for(killed, "netmon running", timeout=90)
-    finally:
         killed.kill()
         killed.wait()
     assert pid_file.exists()
-    proc = subprocess.Popen([*NETMON, "run"], env=env, stderr=subprocess.PIPE, text=True)
     try:
-        _wait_for(proc, "netmon running", timeout=90)
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=60) == 0
+        with netmon_run(env) as proc:
+            _wait_for(proc, "netmon running", timeout=90)
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=60) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
         outlived = pid_file.exists()
         if outlived:  # stop the server this test started, by its own PID
             os.kill(int(pid_file.read_text().split()[0]), signal.SIGINT)

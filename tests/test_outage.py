@@ -33,9 +33,8 @@ from netmon.config import Settings, load_settings
 from netmon.errors import DatabaseUnavailableError
 from netmon.records import Sample, SeriesKey
 from netmon.store.database import Database
-from netmon.store.schema import upgrade
 from netmon.store.writer import SampleWriter, WriteResult
-from tests.conftest import with_database
+from tests.conftest import migrate, with_database
 from tests.tcp_proxy import TcpProxy
 from tests.write_helpers import (
     Ident,
@@ -242,12 +241,7 @@ async def migrated_database(server_url: str, name: str) -> str:
     finally:
         await conn.close()
     url = with_database(server_url, name)
-    db = Database(load_settings(None, database={"url": url}).database, Path("/nonexistent"))
-    await db.start()
-    try:
-        await upgrade(db)
-    finally:
-        await db.stop()
+    await migrate(url)
     return url
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from netmon.config import Settings, load_settings
+from netmon.config import load_settings
 from netmon.records import Sample, SeriesKey
 from netmon.store import queries
 from netmon.store.database import Database
@@ -27,6 +27,7 @@ from netmon.store.partitions import (
     partition_name,
 )
 from netmon.store.writer import SampleWriter
+from tests.conftest import with_storage
 
 DAY = timedelta(days=1)
 TABLES = ("samples", "samples_5m", "samples_1h")
@@ -38,17 +39,6 @@ KEY = SeriesKey.of("r1", "ifHCInOctets", {"ifName": "eth0"}, kind="counter")
 
 
 # -- helpers -------------------------------------------------------------------------------
-
-
-def with_storage(settings: Settings, **storage: Any) -> Settings:
-    """The test's settings with some storage keys changed (validated like a config file)."""
-    assert settings.database.url is not None
-    return load_settings(
-        None,
-        data_dir=settings.data_dir,
-        database={"url": settings.database.url, "pool_min": 2, "pool_max": 10},
-        storage=storage,
-    )
 
 
 def day_floor(moment: datetime) -> datetime:

@@ -8,7 +8,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
-from typing import Any
 
 import asyncpg
 import pytest
@@ -28,6 +27,7 @@ from netmon.store.queries import (
     range_query,
 )
 from netmon.store.writer import SampleWriter
+from tests.conftest import with_storage
 
 MINUTE = timedelta(minutes=1)
 FIVE = timedelta(minutes=5)
@@ -100,16 +100,6 @@ def aggregate(points: Iterable[tuple[datetime, Value]], width: timedelta) -> dic
             last=values[-1],
         )
     return result
-
-
-def with_storage(settings: Settings, **storage: Any) -> Settings:
-    assert settings.database.url is not None
-    return load_settings(
-        None,
-        data_dir=settings.data_dir,
-        database={"url": settings.database.url, "pool_min": 2, "pool_max": 10},
-        storage=storage,
-    )
 
 
 async def load(db: Database, settings: Settings, keys: Iterable[SeriesKey] = KEYS) -> Loaded:
