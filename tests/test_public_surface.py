@@ -40,6 +40,21 @@ def test_errors_also_inherit_the_matching_builtin():
     assert issubclass(errors.DatabaseUnavailableError, ConnectionError)
     assert issubclass(errors.SpoolError, OSError)
     assert issubclass(errors.QueryError, ValueError)
+    assert issubclass(errors.SnmpTimeoutError, TimeoutError)
+    assert issubclass(errors.SnmpSecurityError, PermissionError)
+    assert issubclass(errors.SnmpNoSuchError, LookupError)
+    assert issubclass(errors.SnmpMalformedReplyError, ValueError)
+
+
+def test_collection_errors_have_distinct_stable_classes():
+    classes = [
+        obj
+        for _, obj in inspect.getmembers(errors, inspect.isclass)
+        if issubclass(obj, errors.CollectionError)
+    ]
+    names = [c.error_class for c in classes]
+    assert len(names) == len(set(names)), names
+    assert errors.SnmpTimeoutError.error_class == "timeout"
 
 
 def test_no_generic_top_level_packages(tmp_path):

@@ -1,0 +1,491 @@
+"""One pysnmp engine on one asyncio loop, shared by every thread that polls.
+
+pysnmp users who give each host its own engine report one core at 90 %: an engine builds
+its MIB instrumentation and USM tables, and each runs its own dispatcher. netmon keeps a
+single long-lived engine and UDP socket on a loop in a thread of its own. Nornir's worker
+threads call the blocking methods (:meth:`SnmpClient.get`, :meth:`get_bulk`,
+:meth:`walk`), which hand the request to that loop and wait for it; code already on an
+event loop can await the ``a*`` twins through :meth:`SnmpClient.submit`.
+
+The hot path never touches MIBs: OIDs are numeric tuples (``netmon.snmp.oids`` names them),
+requests go straight to pysnmp's command generators, and answers are turned into plain
+Python values (``netmon.snmp.values``). Engine IDs and time windows are discovered once per
+agent and cached by pysnmp's message processing (per transport address) and USM (per
+engine ID); a rebooted agent is re-synchronised by its notInTimeWindow report.
+
+Errors are translated here, once, into ``netmon.errors.SnmpError`` and its subclasses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from collections import Counter
+from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from pysnmp.carrier.asyncio.dgram import udp
+from pysnmp.entity import config, engine
+from pysnmp.entity.rfc3413 import cmdgen
+from pysnmp.proto import errind
+from pysnmp.proto.rfc1902 import Null, ObjectName
+
+from netmon.errors import (
+    SnmpAgentError,
+    SnmpDecryptionError,
+    SnmpError,
+    SnmpMalformedReplyError,
+    SnmpSecurityError,
+    SnmpTimeoutError,
+    SnmpUnknownUserError,
+    SnmpWrongDigestError,
+)
+from netmon.snmp.credentials import SnmpV3Credentials
+from netmon.snmp.oids import Oid, name_of
+from netmon.snmp.usm import AUTH_PROTOCOLS, PRIV_PROTOCOLS
+from netmon.snmp.values import Missing, VarBind, from_pysnmp
+
+__all__ = ["SnmpClient", "SnmpTarget", "shared_client"]
+
+T = TypeVar("T")
+
+ERROR_STATUS = (
+    "noError", "tooBig", "noSuchName", "badValue", "readOnly", "genErr", "noAccess",
+    "wrongType", "wrongLength", "wrongEncoding", "wrongValue", "noCreation",
+    "inconsistentValue", "resourceUnavailable", "commitFailed", "undoFailed",
+    "authorizationError", "notWritable", "inconsistentName",
+)  # fmt: skip
+
+# errorIndication -> our class. Anything else is a plain SnmpError with pysnmp's text.
+_INDICATIONS: dict[type[errind.ErrorIndication], type[SnmpError]] = {
+    errind.RequestTimedOut: SnmpTimeoutError,
+    errind.UnknownUserName: SnmpUnknownUserError,
+    errind.UnknownSecurityName: SnmpUnknownUserError,
+    errind.WrongDigest: SnmpWrongDigestError,
+    errind.AuthenticationFailure: SnmpWrongDigestError,
+    errind.AuthenticationError: SnmpWrongDigestError,
+    errind.DecryptionError: SnmpDecryptionError,
+    errind.UnsupportedSecurityLevel: SnmpSecurityError,
+    errind.NotInTimeWindow: SnmpSecurityError,
+    errind.UnknownEngineID: SnmpSecurityError,
+    errind.ParseError: SnmpMalformedReplyError,
+    errind.DeserializationError: SnmpMalformedReplyError,
+    errind.EmptyResponse: SnmpMalformedReplyError,
+    errind.DataMismatch: SnmpMalformedReplyError,
+    errind.OidNotIncreasing: SnmpMalformedReplyError,
+    errind.TooBig: SnmpAgentError,
+}
+_PROBE_USER = "netmon-engine-id-probe"
+SYSTEM_SYS_OBJECT_ID = (1, 3, 6, 1, 2, 1, 1, 2, 0)
+_MAX_WALK_REQUESTS = 10_000  # a walk that needs more is an agent that loops
+
+
+@dataclass(frozen=True, slots=True)
+class SnmpTarget:
+    """Where and how to reach one agent."""
+
+    device: str
+    address: str
+    credentials: SnmpV3Credentials
+
+    @property
+    def request_deadline(self) -> float:
+        """Seconds after which pysnmp must have answered, retries included (plus slack)."""
+        c = self.credentials
+        return c.timeout.total_seconds() * (c.retries + 1) + 5.0
+
+
+@dataclass(slots=True)
+class _Reply:
+    indication: Any
+    status: int
+    index: int
+    varbinds: Sequence[tuple[Any, Any]]
+
+
+class SnmpClient:
+    """The process's SNMP engine. Thread-safe; start once, share everywhere."""
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._engine: Any = None
+        self._lock = threading.Lock()
+        # device -> (what it was configured from, pysnmp target name, its USM row)
+        self._targets: dict[str, tuple[tuple[Any, ...], str, tuple[Any, str]]] = {}
+        self._users: dict[tuple[Any, str], SnmpV3Credentials] = {}
+        self._params: set[str] = set()
+        self._params_probe = False
+        self._next_id = 0
+        self._garbage: dict[tuple[str, int], int] = {}  # agent -> datagrams that failed
+        self._null = Null("")
+        self._get = cmdgen.GetCommandGenerator()
+        self._bulk = cmdgen.BulkCommandGeneratorSingleRun()
+        self.stats: Counter[str] = Counter()
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def start(self) -> None:
+        with self._lock:
+            if self._thread is not None:
+                return
+            ready = concurrent.futures.Future[None]()
+            self._thread = threading.Thread(
+                target=self._run, args=(ready,), name="netmon-snmp", daemon=True
+            )
+            self._thread.start()
+            ready.result()
+
+    def _run(self, ready: concurrent.futures.Future[None]) -> None:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        self._loop = loop
+        try:
+            loop.run_until_complete(self._open())
+        except BaseException as exc:
+            ready.set_exception(exc)
+            loop.close()
+            return
+        ready.set_result(None)
+        try:
+            loop.run_forever()
+        finally:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    async def _open(self) -> None:
+        self._engine = engine.SnmpEngine()
+        config.add_transport(
+            self._engine, udp.DOMAIN_NAME, udp.UdpAsyncioTransport().open_client_mode()
+        )
+        self._watch_for_garbage()
+
+    def close(self) -> None:
+        with self._lock:
+            loop, thread = self._loop, self._thread
+            if loop is None or thread is None:
+                return
+            self._thread = None
+
+        async def shut() -> None:
+            self._engine.close_dispatcher()
+
+        asyncio.run_coroutine_threadsafe(shut(), loop).result(timeout=10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        self._loop = None
+
+    def __enter__(self) -> SnmpClient:
+        self.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    # -- blocking API for worker threads --------------------------------------------
+
+    def submit(self, coro: Coroutine[Any, Any, T], deadline: float) -> T:
+        """Run ``coro`` on the client's loop and wait at most ``deadline`` seconds."""
+        if self._loop is None:
+            self.start()
+        assert self._loop is not None
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        done, _ = concurrent.futures.wait([future], timeout=deadline)
+        if not done:
+            # (not ``except TimeoutError``: SnmpTimeoutError from the coroutine is one too)
+            future.cancel()
+            raise SnmpTimeoutError("the SNMP engine did not finish the request in time")
+        return future.result()
+
+    def get(self, target: SnmpTarget, oids: Sequence[Oid]) -> list[VarBind]:
+        """GET: one value (or a :class:`Missing` marker) per OID, in order."""
+        return self.submit(self.aget(target, oids), target.request_deadline)
+
+    def get_bulk(
+        self,
+        target: SnmpTarget,
+        oids: Sequence[Oid],
+        *,
+        non_repeaters: int = 0,
+        max_repetitions: int | None = None,
+    ) -> list[VarBind]:
+        """One GETBULK, answered as the agent sends it (row-major)."""
+        coro = self.aget_bulk(
+            target, oids, non_repeaters=non_repeaters, max_repetitions=max_repetitions
+        )
+        return self.submit(coro, target.request_deadline)
+
+    def walk(
+        self, target: SnmpTarget, columns: Sequence[Oid], *, max_repetitions: int | None = None
+    ) -> dict[Oid, dict[Oid, VarBind]]:
+        """Read whole table columns, and only those: {column: {index: varbind}}."""
+        coro = self.awalk(target, columns, max_repetitions=max_repetitions)
+        # A walk is many requests; its deadline grows with what it has received.
+        return self.submit(coro, target.request_deadline * 20)
+
+    # -- async API (runs on the client's loop) ----------------------------------------
+
+    async def aget(self, target: SnmpTarget, oids: Sequence[Oid]) -> list[VarBind]:
+        reply = await self._request(target, oids, None)
+        result = self._convert(target, reply)
+        if len(result) != len(oids):
+            raise SnmpMalformedReplyError(
+                f"{target.device}: asked for {len(oids)} values, got {len(result)}"
+            )
+        return result
+
+    async def aget_bulk(
+        self,
+        target: SnmpTarget,
+        oids: Sequence[Oid],
+        *,
+        non_repeaters: int = 0,
+        max_repetitions: int | None = None,
+    ) -> list[VarBind]:
+        reps = max_repetitions or target.credentials.max_repetitions
+        reply = await self._request(target, oids, (non_repeaters, reps))
+        return self._convert(target, reply)
+
+    async def awalk(
+        self, target: SnmpTarget, columns: Sequence[Oid], *, max_repetitions: int | None = None
+    ) -> dict[Oid, dict[Oid, VarBind]]:
+        table: dict[Oid, dict[Oid, VarBind]] = {c: {} for c in columns}
+        cursor = {c: c for c in columns}
+        active = list(dict.fromkeys(columns))
+        for _ in range(_MAX_WALK_REQUESTS):
+            if not active:
+                return table
+            row = await self.aget_bulk(
+                target, [cursor[c] for c in active], max_repetitions=max_repetitions
+            )
+            if not row:
+                raise SnmpMalformedReplyError(f"{target.device}: empty GETBULK response")
+            done: set[Oid] = set()
+            for i, vb in enumerate(row):
+                column = active[i % len(active)]
+                if column in done:
+                    continue
+                if vb.value is Missing.END_OF_MIB_VIEW or vb.oid[: len(column)] != column:
+                    done.add(column)
+                    continue
+                if vb.oid <= cursor[column]:
+                    raise SnmpMalformedReplyError(
+                        f"{target.device}: OID not increasing in walk of "
+                        f"{name_of(column)}: {name_of(vb.oid)}"
+                    )
+                table[column][vb.oid[len(column) :]] = vb
+                cursor[column] = vb.oid
+            active = [c for c in active if c not in done]
+        raise SnmpMalformedReplyError(f"{target.device}: walk did not end")
+
+    # -- pysnmp plumbing --------------------------------------------------------------
+
+    async def _request(
+        self, target: SnmpTarget, oids: Sequence[Oid], bulk: tuple[int, int] | None
+    ) -> _Reply:
+        agent = (target.address, target.credentials.port)
+        garbage_before = self._garbage.get(agent, 0)
+        addr_name = await self._configure(target)
+        reply = await self._send(addr_name, target, oids, bulk)
+        if reply.indication is errind.unknownSecurityName:
+            # Our own USM has no row for the agent's engine ID: it changed (hardware
+            # replaced, engine ID reconfigured). Learn it again, once.
+            self._targets.pop(target.device, None)
+            addr_name = await self._configure(target)
+            reply = await self._send(addr_name, target, oids, bulk)
+        if reply.indication is not None:
+            garbage = self._garbage.get(agent, 0) > garbage_before
+            raise self._error(target, reply.indication, garbage)
+        if reply.status:
+            raise self._status_error(target, reply, oids)
+        return reply
+
+    async def _send(
+        self,
+        addr_name: str,
+        target: SnmpTarget,
+        oids: Sequence[Oid],
+        bulk: tuple[int, int] | None,
+    ) -> _Reply:
+        future: asyncio.Future[_Reply] = asyncio.get_running_loop().create_future()
+
+        def done(
+            _engine: Any, _handle: Any, indication: Any, status: Any, index: Any,
+            varbinds: Any, _ctx: Any,
+        ) -> None:  # fmt: skip
+            if not future.done():
+                future.set_result(_Reply(indication, int(status or 0), int(index or 0), varbinds))
+
+        varbinds = [(ObjectName(oid), self._null) for oid in oids]
+        context = target.credentials.context.encode()
+        self.stats["requests"] += 1
+        try:
+            if bulk is None:
+                self._get.send_varbinds(self._engine, addr_name, None, context, varbinds, done)
+            else:
+                self._bulk.send_varbinds(
+                    self._engine, addr_name, None, context, bulk[0], bulk[1], varbinds, done
+                )
+        except Exception as exc:  # pysnmp raises its own errors for local failures
+            raise SnmpError(f"{target.device}: cannot send request: {exc}") from exc
+        return await future
+
+    def _error(self, target: SnmpTarget, indication: Any, garbage: bool) -> SnmpError:
+        cls = _INDICATIONS.get(type(indication), SnmpError)
+        if cls is SnmpTimeoutError and garbage:
+            cls = SnmpMalformedReplyError
+            text = "answered only with datagrams that are not valid SNMP"
+        elif indication == "badResponse":
+            cls, text = SnmpMalformedReplyError, "response does not match the request"
+        else:
+            text = str(indication)
+        self.stats[cls.error_class] += 1
+        return cls(f"{target.device}: {text}")
+
+    def _status_error(self, target: SnmpTarget, reply: _Reply, oids: Sequence[Oid]) -> SnmpError:
+        name = ERROR_STATUS[reply.status] if reply.status < len(ERROR_STATUS) else "unknown"
+        where = f" at {name_of(oids[reply.index - 1])}" if 0 < reply.index <= len(oids) else ""
+        self.stats["agent_error"] += 1
+        return SnmpAgentError(f"{target.device}: agent answered {name}({reply.status}){where}")
+
+    def _convert(self, target: SnmpTarget, reply: _Reply) -> list[VarBind]:
+        try:
+            result = [from_pysnmp(name, value) for name, value in reply.varbinds]
+        except (ValueError, TypeError) as exc:
+            self.stats["malformed"] += 1
+            raise SnmpMalformedReplyError(f"{target.device}: {exc}") from exc
+        self.stats["values"] += len(result)
+        return result
+
+    async def _configure(self, target: SnmpTarget) -> str:
+        """The pysnmp target name for ``target``, set up on first use or when it changed.
+
+        pysnmp keys USM users by (engine ID, user name) and, for an agent it has no row
+        for, clones the row of its own engine ID: two devices with one user name but
+        different keys would share keys. So each device gets its own row, under the
+        engine ID that :meth:`_discover` learns (once per device; cached).
+        """
+        c = target.credentials
+        key = (target.address, c.port, c, c.timeout, c.retries)
+        known = self._targets.get(target.device)
+        if known is not None and known[0] == key and self._users.get(known[2]) == c:
+            return known[1]
+        engine_id = await self._discover(target)
+        user_key = (engine_id, c.user)
+        if self._users.get(user_key) != c:
+            if user_key in self._users:
+                config.delete_v3_user(self._engine, c.user, engine_id)
+            config.add_v3_user(
+                self._engine,
+                c.user,
+                AUTH_PROTOCOLS[c.auth_protocol] if c.auth_protocol else config.USM_AUTH_NONE,
+                c.auth_key or None,
+                PRIV_PROTOCOLS[c.priv_protocol] if c.priv_protocol else config.USM_PRIV_NONE,
+                c.priv_key or None,
+                securityEngineId=engine_id,
+            )
+            self._users[user_key] = c
+        params = f"p-{c.user}-{c.security_level}"
+        if params not in self._params:
+            config.add_target_parameters(self._engine, params, c.user, c.security_level, 3)
+            self._params.add(params)
+        if known is not None:
+            config.delete_target_address(self._engine, known[1])
+        addr_name = self._add_address(target, params)
+        self._targets[target.device] = (key, addr_name, user_key)
+        return addr_name
+
+    def _add_address(self, target: SnmpTarget, params: str) -> str:
+        c = target.credentials
+        self._next_id += 1
+        addr_name = f"a{self._next_id}"
+        config.add_target_address(
+            self._engine,
+            addr_name,
+            udp.DOMAIN_NAME,
+            (target.address, c.port),
+            params,
+            timeout=max(1, round(c.timeout.total_seconds() * 100)),
+            retryCount=c.retries,
+        )
+        return addr_name
+
+    async def _discover(self, target: SnmpTarget) -> Any:
+        """The agent's engine ID (RFC 3414 discovery), learnt once per device.
+
+        A request as an unknown noAuthNoPriv user makes pysnmp run the discovery exchange
+        and cache the engine ID for the address; the agent then refuses the user, which
+        is expected. A silent agent gives a timeout here, like any request would.
+        """
+        c = target.credentials
+        address = (target.address, c.port)
+        engine_id = self._peer_engine_id(address)
+        if engine_id is not None:
+            return engine_id
+        if not self._params_probe:
+            config.add_v3_user(self._engine, _PROBE_USER)
+            config.add_target_parameters(self._engine, "p-probe", _PROBE_USER, "noAuthNoPriv", 3)
+            self._params_probe = True
+        probe = self._add_address(target, "p-probe")
+        try:
+            reply = await self._send(probe, target, [SYSTEM_SYS_OBJECT_ID], None)
+        finally:
+            config.delete_target_address(self._engine, probe)
+        engine_id = self._peer_engine_id(address)
+        if engine_id is None:
+            agent = (target.address, c.port)
+            garbage = self._garbage.get(agent, 0) > 0
+            raise self._error(target, reply.indication or errind.requestTimedOut, garbage)
+        return engine_id
+
+    def _peer_engine_id(self, address: tuple[str, int]) -> Any:
+        mp = self._engine.message_processing_subsystems[3]
+        engine_id, _context_engine, _context = mp.get_peer_engine_info(udp.DOMAIN_NAME, address)
+        return engine_id or None
+
+    def _watch_for_garbage(self) -> None:
+        """Count, per agent, datagrams pysnmp drops as undecodable.
+
+        pysnmp drops such a datagram silently and the request later times out; knowing the
+        agent did answer, with garbage, turns that timeout into a malformed-reply error,
+        which is what the operator needs to hear.
+        """
+        dispatcher = self._engine.message_dispatcher
+        (parse_errors,) = self._engine.get_mib_builder().import_symbols(
+            "__SNMPv2-MIB", "snmpInASNParseErrs"
+        )
+        receive = dispatcher.receive_message
+
+        def counting(snmp_engine: Any, domain: Any, address: Any, message: Any) -> Any:
+            before = int(parse_errors.syntax)
+            try:
+                return receive(snmp_engine, domain, address, message)
+            except Exception:
+                self._note_garbage(address)
+                raise
+            finally:
+                if int(parse_errors.syntax) != before:
+                    self._note_garbage(address)
+
+        dispatcher.receive_message = counting
+
+    def _note_garbage(self, address: Any) -> None:
+        agent = (str(address[0]), int(address[1]))
+        self._garbage[agent] = self._garbage.get(agent, 0) + 1
+
+
+_shared: SnmpClient | None = None
+_shared_lock = threading.Lock()
+
+
+def shared_client() -> SnmpClient:
+    """The process-wide client, started on first use (tasks run from a user's own Nornir
+    script get it without any setup)."""
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            _shared = SnmpClient()
+            _shared.start()
+        return _shared

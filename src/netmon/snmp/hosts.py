@@ -1,0 +1,62 @@
+"""A Nornir host's SNMP settings, merged key by key and validated once.
+
+Nornir resolves ``host.data`` per top-level key: a host that sets ``snmp: {port: 16101}``
+would hide the group's ``snmp.user``. SNMP settings are therefore merged per key: defaults,
+then groups (farthest first), then the host. The merged result is validated by
+:func:`netmon.snmp.credentials.snmp_credentials` and cached until the host's data changes
+(an inventory reload), so a poll does not re-read secrets.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from nornir.core.inventory import Host
+
+from netmon.errors import ConfigError
+from netmon.snmp.client import SnmpTarget
+from netmon.snmp.credentials import snmp_credentials
+
+__all__ = ["snmp_settings", "snmp_target"]
+
+_cache: dict[str, tuple[str, SnmpTarget]] = {}
+_lock = threading.Lock()
+
+
+def _merge(into: dict[str, Any], layer: Any) -> None:
+    if isinstance(layer, Mapping):
+        for key, value in layer.items():
+            if isinstance(value, Mapping) and isinstance(into.get(key), dict):
+                into[key] = {**into[key], **value}
+            else:
+                into[key] = value
+
+
+def snmp_settings(host: Host) -> dict[str, Any]:
+    """The host's ``snmp`` data with defaults and groups merged in."""
+    merged: dict[str, Any] = {}
+    if host.defaults is not None:
+        _merge(merged, host.defaults.data.get("snmp"))
+    for group in reversed(host.extended_groups()):
+        _merge(merged, group.data.get("snmp"))
+    _merge(merged, host.data.get("snmp"))
+    return merged
+
+
+def snmp_target(host: Host) -> SnmpTarget:
+    """The validated target for ``host``; raises ConfigError naming the host and key."""
+    settings = snmp_settings(host)
+    if not settings:
+        raise ConfigError(f"inventory host {host.name}: no snmp settings (snmp.user, ...)")
+    address = host.hostname or host.name
+    fingerprint = repr((address, sorted(settings.items())))
+    with _lock:
+        cached = _cache.get(host.name)
+    if cached is not None and cached[0] == fingerprint:
+        return cached[1]
+    target = SnmpTarget(host.name, address, snmp_credentials(host.name, settings))
+    with _lock:
+        _cache[host.name] = (fingerprint, target)
+    return target
