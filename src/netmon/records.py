@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 from uuid import UUID, uuid4
 
 import msgspec
 
-__all__ = ["DeviceEvent", "Sample", "SeriesKey", "SeriesKind"]
+__all__ = ["DeviceEvent", "DeviceFacts", "Record", "Sample", "SeriesKey", "SeriesKind"]
 
 SeriesKind = Literal["gauge", "counter"]
 
@@ -24,7 +24,8 @@ class SeriesKey(msgspec.Struct, frozen=True, cache_hash=True):
     """What a series is: a metric of a device, told apart by labels (ifName, ...).
 
     Build it once per series and reuse it across polls: equal keys hash alike, and the
-    writer resolves each key to its database id only once.
+    writer resolves each key to its database id only once. ``bits`` is a counter's width
+    (32 or 64): rates need it to tell a wrap from a reset.
     """
 
     device: str
@@ -32,6 +33,7 @@ class SeriesKey(msgspec.Struct, frozen=True, cache_hash=True):
     labels: tuple[tuple[str, str], ...] = ()
     kind: SeriesKind = "gauge"
     unit: str = ""
+    bits: Literal[32, 64] = 64
 
     @classmethod
     def of(
@@ -42,9 +44,10 @@ class SeriesKey(msgspec.Struct, frozen=True, cache_hash=True):
         *,
         kind: SeriesKind = "gauge",
         unit: str = "",
+        bits: Literal[32, 64] = 64,
     ) -> SeriesKey:
         pairs = tuple(sorted((str(k), str(v)) for k, v in (labels or {}).items()))
-        return cls(device=device, metric=metric, labels=pairs, kind=kind, unit=unit)
+        return cls(device=device, metric=metric, labels=pairs, kind=kind, unit=unit, bits=bits)
 
     @property
     def label_map(self) -> dict[str, str]:
@@ -71,3 +74,18 @@ class DeviceEvent(msgspec.Struct, frozen=True):
     attributes: dict[str, str] = msgspec.field(default_factory=dict)
     # Identifies the event across re-delivery (spool replay): stored once whatever happens.
     uid: UUID = msgspec.field(default_factory=uuid4)
+
+
+class DeviceFacts(msgspec.Struct, frozen=True):
+    """What a device says about itself (sysDescr, interface names and aliases, ...).
+
+    Latest value wins: each top-level key replaces the stored one; nothing is kept as
+    history (changes that matter are :class:`DeviceEvent`s).
+    """
+
+    device: str
+    time: datetime
+    facts: dict[str, Any]
+
+
+Record = Sample | DeviceEvent | DeviceFacts

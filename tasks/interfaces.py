@@ -1,0 +1,113 @@
+"""``interfaces``: IF-MIB ifTable + ifXTable, only the columns netmon stores.
+
+One sample per interface and counter (64-bit HC octets and unicast/multicast/broadcast
+packets; 32-bit errors and discards), its oper/admin status and speed, and
+ifCounterDiscontinuityTime for the rate pipeline. Interfaces are labelled by ifName (stable
+across reboots, unlike ifIndex). Agents without ifXTable fall back to the 32-bit octet
+counters of ifTable. Names and aliases go to the device's facts.
+
+The walk asks for as many rows as the device had last time (+1 to see the end), so a
+device is read in one GETBULK round trip once its size is known.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+from typing import Literal
+
+from nornir.core.task import Result, Task
+
+from netmon.records import DeviceFacts, Record, Sample, SeriesKey
+from netmon.snmp.client import SnmpTarget, shared_client
+from netmon.snmp.hosts import snmp_target
+from netmon.snmp.oids import IF, IFX, Oid
+from netmon.snmp.values import VarBind
+from netmon.tasks._values import optional, text
+
+__all__ = ["interfaces"]
+
+# column -> (metric, unit, counter bits or None for a gauge)
+_COUNTERS: dict[Oid, tuple[str, str, Literal[32, 64]]] = {
+    IFX.ifHCInOctets: ("ifHCInOctets", "bytes", 64),
+    IFX.ifHCOutOctets: ("ifHCOutOctets", "bytes", 64),
+    IFX.ifHCInUcastPkts: ("ifHCInUcastPkts", "packets", 64),
+    IFX.ifHCOutUcastPkts: ("ifHCOutUcastPkts", "packets", 64),
+    IFX.ifHCInMulticastPkts: ("ifHCInMulticastPkts", "packets", 64),
+    IFX.ifHCOutMulticastPkts: ("ifHCOutMulticastPkts", "packets", 64),
+    IFX.ifHCInBroadcastPkts: ("ifHCInBroadcastPkts", "packets", 64),
+    IFX.ifHCOutBroadcastPkts: ("ifHCOutBroadcastPkts", "packets", 64),
+    IF.ifInErrors: ("ifInErrors", "packets", 32),
+    IF.ifOutErrors: ("ifOutErrors", "packets", 32),
+    IF.ifInDiscards: ("ifInDiscards", "packets", 32),
+    IF.ifOutDiscards: ("ifOutDiscards", "packets", 32),
+}
+_LEGACY_OCTETS: dict[Oid, tuple[str, str, Literal[32, 64]]] = {
+    IF.ifInOctets: ("ifInOctets", "bytes", 32),
+    IF.ifOutOctets: ("ifOutOctets", "bytes", 32),
+}
+_STATE = [IF.ifAdminStatus, IF.ifOperStatus, IF.ifSpeed, IFX.ifHighSpeed]
+_META = [IFX.ifName, IFX.ifAlias, IFX.ifCounterDiscontinuityTime]
+_COLUMNS = [*_META, *_STATE, *_COUNTERS]
+
+_rows_seen: dict[str, int] = {}
+_rows_lock = threading.Lock()
+
+
+def interfaces(task: Task) -> Result:
+    target = snmp_target(task.host)
+    table = _walk(target, _COLUMNS)
+    counters = dict(_COUNTERS)
+    if not table[IFX.ifHCInOctets] and table[IF.ifOperStatus]:
+        table.update(_walk(target, list(_LEGACY_OCTETS)))
+        counters.update(_LEGACY_OCTETS)
+    now = datetime.now(UTC)
+    device = task.host.name
+    records: list[Record] = []
+    names: dict[str, dict[str, object]] = {}
+    for index in table[IF.ifOperStatus]:
+        name = text(table[IFX.ifName].get(index)) or f"ifIndex{'.'.join(map(str, index))}"
+        labels = {"interface": name}
+        names[name] = {"index": index[0] if len(index) == 1 else list(index)}
+        names[name]["alias"] = text(table[IFX.ifAlias].get(index))
+        for column, (metric, unit, bits) in counters.items():
+            value = optional(table[column].get(index), int)
+            if value is not None:
+                key = SeriesKey.of(device, metric, labels, kind="counter", unit=unit, bits=bits)
+                records.append(Sample(key, now, value))
+        records.extend(_state_samples(device, labels, table, index, now))
+    records.append(DeviceFacts(device, now, {"interfaces": names}))
+    return Result(host=task.host, result=records)
+
+
+def _state_samples(
+    device: str,
+    labels: dict[str, str],
+    table: dict[Oid, dict[Oid, VarBind]],
+    index: Oid,
+    now: datetime,
+) -> list[Sample]:
+    out: list[Sample] = []
+    for column, metric in ((IF.ifAdminStatus, "ifAdminStatus"), (IF.ifOperStatus, "ifOperStatus")):
+        status = optional(table[column].get(index), int)
+        if status is not None:
+            out.append(Sample(SeriesKey.of(device, metric, labels), now, status))
+    high = optional(table[IFX.ifHighSpeed].get(index), int)
+    speed = high * 1_000_000 if high else optional(table[IF.ifSpeed].get(index), int)
+    if speed is not None:
+        out.append(Sample(SeriesKey.of(device, "ifSpeed", labels, unit="bit/s"), now, speed))
+    disc = optional(table[IFX.ifCounterDiscontinuityTime].get(index), int)
+    if disc is not None:
+        key = SeriesKey.of(device, "ifCounterDiscontinuityTime", labels, unit="ticks")
+        out.append(Sample(key, now, disc))
+    return out
+
+
+def _walk(target: SnmpTarget, columns: list[Oid]) -> dict[Oid, dict[Oid, VarBind]]:
+    with _rows_lock:
+        rows = _rows_seen.get(target.device)
+    repetitions = None if rows is None else min(rows + 1, 200)
+    table = shared_client().walk(target, columns, max_repetitions=repetitions)
+    with _rows_lock:
+        _rows_seen[target.device] = max((len(v) for v in table.values()), default=0)
+    return table
