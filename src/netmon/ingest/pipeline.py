@@ -1,0 +1,108 @@
+"""From one device's poll to what is stored: raw records plus derived rates and reboots.
+
+For every counter sample the pipeline adds a ``<metric>:rate`` gauge (units per second),
+using :class:`~netmon.ingest.rates.RateCalculator` with what the same poll says about the
+device: ``sysUpTime`` (reboots), the interface's ``ifCounterDiscontinuityTime`` and its
+``ifSpeed`` (the cap that keeps a reset from becoming a spike). An interval the calculator
+cannot vouch for gives no rate at all, never a wrong one. A reboot (sysUpTime going
+backwards) is also a ``device.rebooted`` event.
+
+Not thread-safe: the poller calls it from its event loop only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from netmon.ingest.rates import RateCalculator, octet_rate_cap
+from netmon.records import DeviceEvent, Record, Sample, SeriesKey
+
+__all__ = ["IngestPipeline"]
+
+UPTIME_MODULUS = 2**32
+# Smallest Ethernet frame on the wire (64 bytes + preamble and gap): the most packets a
+# link of a given speed can carry.
+_MIN_FRAME_BITS = 84 * 8
+
+
+class IngestPipeline:
+    def __init__(self) -> None:
+        self.rates = RateCalculator()
+        self._rate_keys: dict[SeriesKey, SeriesKey] = {}
+        self._uptime: dict[str, float] = {}
+
+    def process(self, device: str, records: Sequence[Record]) -> list[Record]:
+        """The poll's records followed by the rates and events derived from them."""
+        uptime: float | None = None
+        speeds: dict[tuple[tuple[str, str], ...], float] = {}
+        discontinuities: dict[tuple[tuple[str, str], ...], int] = {}
+        for r in records:
+            if isinstance(r, Sample) and r.series.kind == "gauge":
+                metric = r.series.metric
+                if metric == "sysUpTime":
+                    uptime = float(r.value)
+                elif metric == "ifSpeed":
+                    speeds[r.series.labels] = float(r.value)
+                elif metric == "ifCounterDiscontinuityTime":
+                    discontinuities[r.series.labels] = int(r.value)
+        out = list(records)
+        if uptime is not None:
+            out.extend(self._reboot(device, uptime, records))
+        ticks = None if uptime is None else int(uptime * 100) % UPTIME_MODULUS
+        for r in records:
+            if not isinstance(r, Sample) or r.series.kind != "counter":
+                continue
+            key = r.series
+            speed = speeds.get(key.labels)
+            result = self.rates.observe(
+                r,
+                uptime_ticks=ticks,
+                discontinuity=discontinuities.get(key.labels),
+                counter_bits=key.bits,
+                max_rate=_cap(key.unit, speed),
+            )
+            if result.rate is not None:
+                out.append(Sample(self._rate_key(key), r.time, result.rate))
+        return out
+
+    def _reboot(self, device: str, uptime: float, records: Sequence[Record]) -> list[DeviceEvent]:
+        previous = self._uptime.get(device)
+        self._uptime[device] = uptime
+        if previous is None or uptime >= previous:
+            return []
+        when = next(r.time for r in records if isinstance(r, Sample))
+        return [
+            DeviceEvent(
+                device=device,
+                time=when,
+                kind="device.rebooted",
+                severity="warning",
+                message=f"{device} restarted (sysUpTime {previous:.0f}s -> {uptime:.0f}s)",
+                attributes={"uptime_s": f"{uptime:.2f}", "previous_uptime_s": f"{previous:.2f}"},
+            )
+        ]
+
+    def _rate_key(self, key: SeriesKey) -> SeriesKey:
+        rate = self._rate_keys.get(key)
+        if rate is None:
+            unit = f"{key.unit}/s" if key.unit else "1/s"
+            rate = SeriesKey(key.device, f"{key.metric}:rate", key.labels, "gauge", unit)
+            self._rate_keys[key] = rate
+        return rate
+
+    def forget_device(self, device: str) -> None:
+        """Drop state of a device removed from the inventory."""
+        self._uptime.pop(device, None)
+        for key in [k for k in self._rate_keys if k.device == device]:
+            self.rates.forget(key)
+            del self._rate_keys[key]
+
+
+def _cap(unit: str, speed_bps: float | None) -> float | None:
+    if not speed_bps:
+        return None
+    if unit == "bytes":
+        return octet_rate_cap(int(speed_bps))
+    if unit == "packets":
+        return speed_bps / _MIN_FRAME_BITS * 1.05
+    return None
