@@ -12,15 +12,19 @@ from piccolo.columns import (
     JSONB,
     UUID,
     Array,
+    BigInt,
     BigSerial,
+    Boolean,
+    DoublePrecision,
     ForeignKey,
+    Integer,
     OnDelete,
     Text,
     Timestamptz,
 )
 from piccolo.table import Table
 
-__all__ = ["TABLES", "Device", "DeviceEvent", "Series"]
+__all__ = ["TABLES", "Device", "DeviceEvent", "PollHealth", "Series"]
 
 
 class Device(Table, tablename="devices"):
@@ -31,6 +35,7 @@ class Device(Table, tablename="devices"):
     role = Text(null=True)
     platform = Text(null=True)
     tags = Array(base_column=Text())
+    facts = JSONB()
     created_at = Timestamptz()
     updated_at = Timestamptz()
 
@@ -61,4 +66,17 @@ class RollupState(Table, tablename="rollup_state"):
     done_through = Timestamptz(null=True)
 
 
-TABLES: tuple[type[Table], ...] = (Device, Series, DeviceEvent, RollupState)
+class PollHealth(Table, tablename="poll_health"):
+    device_id = ForeignKey(references=Device, on_delete=OnDelete.cascade, primary_key=True)
+    last_poll = Timestamptz()
+    last_success = Timestamptz(null=True)
+    last_error_class = Text(null=True)
+    last_error = Text(null=True)
+    last_error_at = Timestamptz(null=True)
+    duration_ms = DoublePrecision()
+    consecutive_failures = Integer()
+    overruns = BigInt()
+    reachable = Boolean()
+
+
+TABLES: tuple[type[Table], ...] = (Device, Series, DeviceEvent, RollupState, PollHealth)
