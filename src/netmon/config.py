@@ -24,7 +24,9 @@ from netmon.errors import ConfigError
 
 __all__ = [
     "DatabaseSettings",
+    "LabSettings",
     "LogSettings",
+    "PollerSettings",
     "Settings",
     "StorageSettings",
     "WriterSettings",
@@ -131,6 +133,41 @@ class WriterSettings(_Section):
     retry_interval: Duration = timedelta(seconds=1)
 
 
+class PollerSettings(_Section):
+    inventory: Path = Field(
+        default=Path("inventory"),
+        description="Nornir SimpleInventory folder: hosts.yaml, groups.yaml, defaults.yaml.",
+    )
+    interval: Duration = Field(
+        default=timedelta(seconds=60),
+        description="Default poll interval; a group or host overrides it with poll_interval.",
+    )
+    max_in_flight: int = Field(default=50, ge=1, le=5000)
+    jitter: Duration = Field(
+        default=timedelta(seconds=1),
+        description="Random delay added to each poll, so polls of one phase do not align.",
+    )
+    tasks: list[str] = Field(
+        default_factory=lambda: ["system", "interfaces", "resources"],
+        description="Tasks for hosts whose inventory names none (data: tasks: [...]).",
+    )
+    task_modules: list[str] = Field(
+        default_factory=list,
+        description="Importable modules whose __all__ names more tasks (besides netmon.tasks).",
+    )
+    stop_timeout: Duration = Field(
+        default=timedelta(seconds=30),
+        description="How long a graceful stop waits for polls in flight.",
+    )
+
+
+class LabSettings(_Section):
+    enabled: bool = False
+    devices: int = Field(default=20, ge=1, le=20000)
+    interfaces: int | None = Field(default=None, ge=1, le=1000)
+    base_port: int = Field(default=16100, ge=0, le=65000)
+
+
 class LogSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
@@ -148,6 +185,8 @@ class Settings(BaseSettings):
     database: DatabaseSettings = DatabaseSettings()
     storage: StorageSettings = StorageSettings()
     writer: WriterSettings = WriterSettings()
+    poller: PollerSettings = PollerSettings()
+    lab: LabSettings = LabSettings()
     log: LogSettings = LogSettings()
 
     @classmethod

@@ -1,0 +1,1 @@
+"""The poller: inventory, task registry, schedule, poll health."""

@@ -1,0 +1,275 @@
+"""The poller: every device on its interval, spread evenly, never stacked.
+
+Each device has a fixed phase inside its interval (from a hash of its name, so a restart
+keeps the spread) plus a little random jitter per poll. At most ``max_in_flight`` polls
+run at once, each in a worker thread that runs the device's Nornir tasks in order (tasks
+are blocking, as Nornir tasks are; the SNMP client they share does the I/O on its own
+loop). When a device falls due while its previous poll is still running or still waiting
+for a slot, that poll is an overrun: recorded, and the due poll skipped, never queued
+behind it.
+
+A poll's records go through the ingest pipeline (rates, reboots) to the batcher, which
+returns once they are durable; its outcome goes to poll health. Reloading the inventory
+keeps the schedule of devices that stay. Stopping lets polls in flight finish (up to
+``stop_timeout``) and hands everything they returned to the writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import random
+import time
+import zlib
+from collections import Counter, deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from nornir.core import Nornir
+from nornir.core.processor import Processors
+from nornir.core.task import Task
+
+from netmon.config import PollerSettings
+from netmon.errors import CollectionError, TaskError
+from netmon.ingest.pipeline import IngestPipeline
+from netmon.logs import get_logger
+from netmon.poller.inventory import PollPlan
+from netmon.records import DeviceEvent, DeviceFacts, Record, Sample
+from netmon.store.batcher import Batcher
+from netmon.store.health import PollHealthStore, PollOutcome
+
+__all__ = ["PollResult", "Poller", "PollerStats", "run_poll"]
+
+log = get_logger(__name__)
+
+
+@dataclass
+class PollResult:
+    device: str
+    records: list[Record]
+    error: CollectionError | None
+    duration_s: float
+
+
+@dataclass
+class PollerStats:
+    polls: int = 0
+    failed: int = 0
+    overruns: int = 0
+    samples: int = 0
+    values_per_class: Counter[str] = field(default_factory=Counter)
+    last_errors: deque[tuple[str, str, str]] = field(default_factory=lambda: deque(maxlen=20))
+
+
+def run_poll(nr: Nornir, plan: PollPlan) -> PollResult:
+    """Run one device's tasks, in order, as Nornir runs a task for a host.
+
+    The first failed task ends the poll (its error is the poll's); records returned by the
+    tasks before it are kept.
+    """
+    started = time.perf_counter()
+    records: list[Record] = []
+    error: CollectionError | None = None
+    for fn in plan.tasks:
+        result = Task(fn, nr, global_dry_run=False, processors=Processors()).start(plan.host)[0]
+        if result.failed:
+            exc = result.exception
+            if isinstance(exc, CollectionError):
+                error = exc
+            else:
+                error = TaskError(f"{plan.name}: task {fn.__name__} failed: {exc!r}")
+                error.__cause__ = exc
+            break
+        if not isinstance(result.result, list):
+            error = TaskError(f"{plan.name}: task {fn.__name__} returned no list of records")
+            break
+        records.extend(result.result)
+    return PollResult(plan.name, records, error, time.perf_counter() - started)
+
+
+@dataclass
+class _Slot:
+    plan: PollPlan
+    phase: float
+    busy: bool = False
+    removed: bool = False
+
+
+class Poller:
+    def __init__(
+        self,
+        nornir: Nornir,
+        plans: list[PollPlan],
+        settings: PollerSettings,
+        batcher: Batcher,
+        health: PollHealthStore,
+        *,
+        on_facts: Callable[[list[DeviceFacts]], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.nornir = nornir
+        self.settings = settings
+        self.batcher = batcher
+        self.health = health
+        self.pipeline = IngestPipeline()
+        self.stats = PollerStats()
+        self._on_facts = on_facts
+        self._clock = clock
+        self._slots: dict[str, _Slot] = {}
+        self._queue: list[tuple[float, int, _Slot]] = []
+        self._seq = 0
+        self._slots_free = asyncio.Semaphore(settings.max_in_flight)
+        self._pool = ThreadPoolExecutor(settings.max_in_flight, thread_name_prefix="netmon-poll")
+        self._polls: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._runner: asyncio.Task[None] | None = None
+        self._start = clock()
+        for plan in plans:
+            self._add(plan)
+
+    # -- schedule -------------------------------------------------------------------
+
+    def _add(self, plan: PollPlan) -> None:
+        interval = plan.interval.total_seconds()
+        # crc32 (not hash()): the same phase in every process and after every restart.
+        phase = zlib.crc32(plan.name.encode()) / 2**32 * interval
+        slot = self._slots[plan.name] = _Slot(plan, phase)
+        now = self._clock()
+        elapsed = (now - self._start - phase) % interval
+        self._push(now + (interval - elapsed) % interval, slot)
+
+    def _push(self, due: float, slot: _Slot) -> None:
+        self._seq += 1
+        heapq.heappush(self._queue, (due, self._seq, slot))
+        self._wake.set()
+
+    def replace_plans(self, plans: list[PollPlan], nornir: Nornir) -> None:
+        """Apply a reloaded inventory: new devices start, removed ones stop after their
+        poll in flight, the others keep their place in the schedule."""
+        self.nornir = nornir
+        fresh = {p.name: p for p in plans}
+        for name, slot in list(self._slots.items()):
+            if name not in fresh:
+                slot.removed = True
+                del self._slots[name]
+                self.pipeline.forget_device(name)
+        for name, plan in fresh.items():
+            kept = self._slots.get(name)
+            if kept is None:
+                self._add(plan)
+            elif plan.interval != kept.plan.interval:
+                kept.removed = True  # its queued entry is dropped when it comes due
+                self._add(plan)
+            else:
+                kept.plan = plan
+
+    @property
+    def devices(self) -> int:
+        return len(self._slots)
+
+    @property
+    def device_names(self) -> list[str]:
+        return list(self._slots)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._polls)
+
+    # -- running --------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._runner = asyncio.create_task(self._run(), name="netmon-poller")
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            now = self._clock()
+            while self._queue and self._queue[0][0] <= now:
+                _due, _seq, slot = heapq.heappop(self._queue)
+                if not slot.removed:
+                    self._due(slot, now)
+            self._wake.clear()
+            timeout = self._queue[0][0] - now if self._queue else None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+
+    def _due(self, slot: _Slot, now: float) -> None:
+        interval = slot.plan.interval.total_seconds()
+        self._push(now + interval, slot)
+        if slot.busy:
+            self._overrun(slot)
+            return
+        slot.busy = True
+        jitter = random.uniform(0, self.settings.jitter.total_seconds())  # noqa: S311
+        task = asyncio.create_task(self._poll(slot, jitter), name=f"poll-{slot.plan.name}")
+        self._polls.add(task)
+        task.add_done_callback(self._polls.discard)
+
+    def _overrun(self, slot: _Slot) -> None:
+        self.stats.overruns += 1
+        log.warning("poll overrun: previous poll still running; skipped", device=slot.plan.name)
+        self.health.record(PollOutcome(slot.plan.name, datetime.now(UTC), 0.0, overrun=True))
+
+    async def _poll(self, slot: _Slot, jitter: float) -> None:
+        try:
+            if jitter:
+                await asyncio.sleep(jitter)
+            async with self._slots_free:
+                if self._stopping:
+                    return
+                loop = asyncio.get_running_loop()
+                result = await loop.run_in_executor(self._pool, run_poll, self.nornir, slot.plan)
+            await self._ingest(result)
+        except Exception:
+            log.exception("poll failed unexpectedly", device=slot.plan.name)
+        finally:
+            slot.busy = False
+
+    async def _ingest(self, result: PollResult) -> None:
+        self.stats.polls += 1
+        now = datetime.now(UTC)
+        error = result.error
+        outcome = PollOutcome(
+            result.device,
+            now,
+            result.duration_s * 1000,
+            error.error_class if error else None,
+            str(error) if error else None,
+        )
+        if error is not None:
+            self.stats.failed += 1
+            self.stats.last_errors.append((now.isoformat(), result.device, str(error)))
+        records = self.pipeline.process(result.device, result.records) if result.records else []
+        events = self.health.record(outcome)
+        samples: list[Sample] = []
+        facts: list[DeviceFacts] = []
+        for r in records:
+            if isinstance(r, Sample):
+                samples.append(r)
+            elif isinstance(r, DeviceEvent):
+                events.append(r)
+            else:
+                facts.append(r)
+        if facts and self._on_facts is not None:
+            self._on_facts(facts)
+        if samples or events:
+            self.stats.samples += len(samples)
+            await self.batcher.submit(samples, events)
+
+    async def stop(self) -> None:
+        """Stop scheduling; let polls in flight finish (bounded); store what they got."""
+        self._stopping = True
+        self._wake.set()
+        if self._runner is not None:
+            await self._runner
+        if self._polls:
+            timeout = self.settings.stop_timeout.total_seconds()
+            _done, late = await asyncio.wait(set(self._polls), timeout=timeout)
+            for task in late:
+                task.cancel()
+            if late:
+                log.warning("polls still running at stop were abandoned", count=len(late))
+        self._pool.shutdown(wait=False, cancel_futures=True)

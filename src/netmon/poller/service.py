@@ -1,0 +1,107 @@
+"""The poller with everything around it: inventory, devices table, poll health, facts.
+
+Used by ``netmon run`` and ``netmon poller``. ``reload()`` (SIGHUP) re-reads the
+inventory; a broken inventory on reload is logged and the running one kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import UTC, datetime
+from pathlib import Path
+
+from nornir.core import Nornir
+
+from netmon.config import Settings
+from netmon.errors import ConfigError
+from netmon.logs import get_logger
+from netmon.poller.inventory import PollPlan, load_inventory, plan_polls
+from netmon.poller.registry import TaskRegistry
+from netmon.poller.scheduler import Poller
+from netmon.records import DeviceFacts
+from netmon.store.batcher import Batcher
+from netmon.store.database import Database
+from netmon.store.devices import sync_devices, update_facts
+from netmon.store.health import PollHealthStore
+
+__all__ = ["PollerService"]
+
+log = get_logger(__name__)
+FLUSH_INTERVAL_S = 1.0
+
+
+class PollerService:
+    def __init__(
+        self, settings: Settings, db: Database, batcher: Batcher, inventory: Path | None = None
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.batcher = batcher
+        self.inventory = inventory or settings.poller.inventory
+        self.registry = TaskRegistry.discover(settings.poller.task_modules)
+        self.health = PollHealthStore(db)
+        self.poller: Poller | None = None
+        self._facts: dict[str, dict[str, object]] = {}
+        self._flusher: asyncio.Task[None] | None = None
+
+    def _load(self) -> tuple[Nornir, list[PollPlan]]:
+        nr = load_inventory(self.inventory)
+        return nr, plan_polls(nr, self.settings.poller, self.registry)
+
+    async def start(self) -> None:
+        nr, plans = await asyncio.to_thread(self._load)
+        await sync_devices(self.db, [p.info for p in plans])
+        await self.health.load()
+        self.poller = Poller(
+            nr, plans, self.settings.poller, self.batcher, self.health, on_facts=self._keep_facts
+        )
+        self.poller.start()
+        self._flusher = asyncio.create_task(self._flush_loop(), name="netmon-poll-health")
+        log.info("poller started", devices=len(plans), inventory=str(self.inventory))
+
+    async def reload(self) -> None:
+        assert self.poller is not None
+        try:
+            nr, plans = await asyncio.to_thread(self._load)
+        except ConfigError as exc:
+            log.error("inventory reload failed; keeping the running inventory", error=str(exc))
+            return
+        await sync_devices(self.db, [p.info for p in plans])
+        self.poller.replace_plans(plans, nr)
+        log.info("inventory reloaded", devices=len(plans))
+
+    def _keep_facts(self, facts: list[DeviceFacts]) -> None:
+        for f in facts:
+            self._facts.setdefault(f.device, {}).update(f.facts)
+
+    async def _flush(self) -> None:
+        if self._facts:
+            batch, self._facts = self._facts, {}
+            now = datetime.now(UTC)
+            try:
+                await update_facts(self.db, [DeviceFacts(d, now, v) for d, v in batch.items()])
+            except BaseException:
+                for device, facts in batch.items():
+                    self._facts.setdefault(device, facts)
+                raise
+        await self.health.flush()
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_INTERVAL_S)
+            try:
+                await self._flush()
+            except Exception as exc:
+                # Health and facts are state: the next flush carries the latest values.
+                log.warning("poll health not written; will retry", error=str(exc))
+
+    async def stop(self) -> None:
+        if self.poller is not None:
+            await self.poller.stop()
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+        with contextlib.suppress(Exception):
+            await self._flush()
