@@ -41,7 +41,7 @@ from netmon.records import DeviceEvent, DeviceFacts, Record, Sample
 from netmon.store.batcher import Batcher
 from netmon.store.health import PollHealthStore, PollOutcome
 
-__all__ = ["PollResult", "Poller", "PollerStats", "run_poll"]
+__all__ = ["PollResult", "Poller", "PollerStats", "phase_of", "run_poll"]
 
 log = get_logger(__name__)
 
@@ -90,6 +90,12 @@ def run_poll(nr: Nornir, plan: PollPlan) -> PollResult:
     return PollResult(plan.name, records, error, time.perf_counter() - started)
 
 
+def phase_of(device: str, interval: float) -> float:
+    """Where in each interval ``device`` is polled: spread evenly over all devices, and
+    the same in every process and after every restart (crc32, not ``hash()``)."""
+    return zlib.crc32(device.encode()) / 2**32 * interval
+
+
 @dataclass
 class _Slot:
     plan: PollPlan
@@ -135,8 +141,7 @@ class Poller:
 
     def _add(self, plan: PollPlan) -> None:
         interval = plan.interval.total_seconds()
-        # crc32 (not hash()): the same phase in every process and after every restart.
-        phase = zlib.crc32(plan.name.encode()) / 2**32 * interval
+        phase = phase_of(plan.name, interval)
         slot = self._slots[plan.name] = _Slot(plan, phase)
         now = self._clock()
         elapsed = (now - self._start - phase) % interval

@@ -69,9 +69,17 @@ class PollOutcome:
         return self.error_class not in UNREACHABLE
 
 
+_OVERRUNS = """
+UPDATE poll_health h SET overruns = h.overruns + i.overruns
+FROM unnest($1::text[], $2::bigint[]) AS i(name, overruns)
+JOIN devices d ON d.name = i.name
+WHERE h.device_id = d.id
+"""
+
+
 @dataclass
 class _Pending:
-    last: PollOutcome
+    last: PollOutcome | None  # None: only overruns since the last flush
     last_success: datetime | None
     failures: int
     overruns: int
@@ -94,7 +102,7 @@ class PollHealthStore:
         """Note one outcome; return the reachability event it causes, if any."""
         p = self._pending.get(outcome.device)
         if p is None:
-            p = self._pending[outcome.device] = _Pending(outcome, None, 0, 0, None, None)
+            p = self._pending[outcome.device] = _Pending(None, None, 0, 0, None, None)
         if outcome.overrun:
             p.overruns += 1
             return []
@@ -137,23 +145,34 @@ class PollHealthStore:
         if not self._pending:
             return 0
         batch, self._pending = self._pending, {}
-        rows = list(batch.items())
+        rows = [(name, p) for name, p in batch.items() if p.last is not None]
+        overruns = [(name, p.overruns) for name, p in batch.items() if p.last is None]
         try:
-            await self.db.pool.execute(
-                _UPSERT,
-                [name for name, _ in rows],
-                [p.last.time for _, p in rows],
-                [p.last_success for _, p in rows],
-                [p.error_class for _, p in rows],
-                [p.error for _, p in rows],
-                [p.error_at for _, p in rows],
-                [p.last.duration_ms for _, p in rows],
-                [p.failures for _, p in rows],
-                [p.overruns for _, p in rows],
-                [p.last.reachable for _, p in rows],
-            )
+            if overruns:
+                await self.db.pool.execute(
+                    _OVERRUNS, [n for n, _ in overruns], [c for _, c in overruns]
+                )
+            await self._upsert(rows)
         except BaseException:
-            for name, p in rows:
+            for name, p in batch.items():
                 self._pending.setdefault(name, p)
             raise
-        return len(rows)
+        return len(batch)
+
+    async def _upsert(self, rows: list[tuple[str, _Pending]]) -> None:
+        if not rows:
+            return
+        lasts = [p.last for _, p in rows if p.last is not None]
+        await self.db.pool.execute(
+            _UPSERT,
+            [name for name, _ in rows],
+            [last.time for last in lasts],
+            [p.last_success for _, p in rows],
+            [p.error_class for _, p in rows],
+            [p.error for _, p in rows],
+            [p.error_at for _, p in rows],
+            [last.duration_ms for last in lasts],
+            [p.failures for _, p in rows],
+            [p.overruns for _, p in rows],
+            [last.reachable for last in lasts],
+        )
