@@ -418,3 +418,18 @@ async def test_silence_and_garbage(lab, manager):
             manager.decode(raw)
     device.garbage(False)
     assert (await manager.discover()).pdu.tag == REPORT
+
+
+async def test_engine_time_out_of_range_is_dropped(lab, manager):
+    found = (await manager.discover()).message
+    data = manager.encode(
+        Pdu(GET, 1, varbinds=[(SYS_NAME, None)]),
+        engine_id=found.engine_id,
+        boots=found.engine_boots,
+        time=-5,
+        level="authNoPriv",
+    )
+    assert await manager.exchange(data, timeout=0.3) is None
+    reply = await manager.request(Pdu(GET, 2, varbinds=[(SYS_NAME, None)]))
+    assert reply is not None
+    assert reply.pdu.varbinds == [(SYS_NAME, b"lab-0001")]

@@ -96,13 +96,14 @@ _DECRYPTION_ERRORS = ("decryption_errors", (*USM_STATS, 6, 0))
 class Agent(asyncio.DatagramProtocol):
     """The SNMP engine of ``device``, serving one authPriv USM user."""
 
-    __slots__ = ("_garbage_count", "device", "transport", "user")
+    __slots__ = ("_closed", "_garbage_count", "device", "transport", "user")
 
     def __init__(self, device: Device, user: UsmUser) -> None:
         self.device = device
         self.user = user.localize(device.engine_id)
         self.transport: asyncio.DatagramTransport | None = None
         self._garbage_count = 0
+        self._closed: asyncio.Future[None] | None = None
 
     # --- asyncio ----------------------------------------------------------------------
 
@@ -121,6 +122,19 @@ class Agent(asyncio.DatagramProtocol):
             reply = self._garble(reply)
         if reply is not None and self.transport is not None:
             self.transport.sendto(reply, addr)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        if self._closed is not None and not self._closed.done():
+            self._closed.set_result(None)
+
+    async def close(self) -> None:
+        """Close the socket and wait until it is really closed (the port is free again)."""
+        if self.transport is None:
+            return
+        self._closed = asyncio.get_running_loop().create_future()
+        self.transport.close()
+        await self._closed
 
     def error_received(self, exc: Exception) -> None:
         # ICMP port unreachable from a manager that went away: nothing to do.

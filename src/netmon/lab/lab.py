@@ -106,7 +106,7 @@ class Lab:
         self.devices: dict[str, Device] = {
             name: Device(name, interfaces, now=now) for name in self.params.names()
         }
-        self._transports: dict[str, asyncio.DatagramTransport] = {}
+        self._agents: dict[str, Agent] = {}
         self._control: asyncio.Server | None = None
         self._control_path: Path | None = None
 
@@ -121,7 +121,7 @@ class Lab:
             port = base + number if base else 0
             agent = Agent(device, self.user)
             try:
-                transport, _ = await loop.create_datagram_endpoint(
+                await loop.create_datagram_endpoint(
                     functools.partial(_same, agent), local_addr=(host, port)
                 )
             except OSError as exc:
@@ -129,12 +129,12 @@ class Lab:
                 raise OSError(
                     exc.errno, f"lab device {name} cannot listen on {host}:{port}: {exc.strerror}"
                 ) from exc
-            self._transports[name] = transport
+            self._agents[name] = agent
 
     async def stop(self) -> None:
-        for transport in self._transports.values():
-            transport.close()
-        self._transports.clear()
+        agents = list(self._agents.values())
+        self._agents.clear()
+        await asyncio.gather(*(agent.close() for agent in agents))
         if self._control is not None:
             self._control.close()
             await self._control.wait_closed()
@@ -157,15 +157,15 @@ class Lab:
 
     @property
     def running(self) -> bool:
-        return bool(self._transports)
+        return bool(self._agents)
 
     def port(self, name: str) -> int:
         """The UDP port device ``name`` listens on (with base_port 0: once started)."""
         if name not in self.devices:
             raise KeyError(f"no lab device {name!r}")
-        transport = self._transports.get(name)
-        if transport is not None:
-            return int(transport.get_extra_info("sockname")[1])
+        agent = self._agents.get(name)
+        if agent is not None and agent.transport is not None:
+            return int(agent.transport.get_extra_info("sockname")[1])
         if not self.params.base_port:
             raise RuntimeError("with base_port=0 the ports are known once the lab has started")
         return self.params.base_port + int(name.rsplit("-", 1)[1])

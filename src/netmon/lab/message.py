@@ -47,6 +47,7 @@ FLAG_AUTH = 0x01
 FLAG_PRIV = 0x02
 FLAG_REPORTABLE = 0x04
 USM_SECURITY_MODEL = 3
+_MAX_INT32 = 2**31 - 1
 
 
 @dataclass(slots=True)
@@ -102,6 +103,9 @@ def parse_message(data: bytes) -> Message:
         auth_params, auth_offset, sp = _octets(data, sp, send)
         priv_params, _, _ = _octets(data, sp, send)
         data_tag, data_start, data_end = read_tlv(data, pos, end)
+        if not (0 <= boots <= _MAX_INT32 and 0 <= time <= _MAX_INT32):
+            # RFC 3414: both are INTEGER (0..2147483647); the AES IV needs them in 4 bytes.
+            raise BerError("msgAuthoritativeEngineBoots/Time out of range")
     except IndexError:  # defensive: every slice above is bounds-checked by read_tlv
         raise BerError("truncated") from None
     return Message(
