@@ -6,24 +6,24 @@ ifCounterDiscontinuityTime for the rate pipeline. Interfaces are labelled by ifN
 across reboots, unlike ifIndex). Agents without ifXTable fall back to the 32-bit octet
 counters of ifTable. Names and aliases go to the device's facts.
 
-The walk asks for as many rows as the device had last time (+1 to see the end), so a
-device is read in one GETBULK round trip once its size is known.
+Walks are sized by the table's last size (``tasks/_walk.py``): one GETBULK round trip
+per table once the device is known.
 """
 
 from __future__ import annotations
 
-import threading
 from datetime import UTC, datetime
 from typing import Literal
 
 from nornir.core.task import Result, Task
 
 from netmon.records import DeviceFacts, Record, Sample, SeriesKey
-from netmon.snmp.client import SnmpTarget, shared_client
+from netmon.snmp.client import shared_client
 from netmon.snmp.hosts import snmp_target
 from netmon.snmp.oids import IF, IFX, Oid
 from netmon.snmp.values import VarBind
 from netmon.tasks._values import optional, text
+from netmon.tasks._walk import known_rows, walk_sized
 
 __all__ = ["interfaces"]
 
@@ -50,16 +50,19 @@ _STATE = [IF.ifAdminStatus, IF.ifOperStatus, IF.ifSpeed, IFX.ifHighSpeed]
 _META = [IFX.ifName, IFX.ifAlias, IFX.ifCounterDiscontinuityTime]
 _COLUMNS = [*_META, *_STATE, *_COUNTERS]
 
-_rows_seen: dict[str, int] = {}
-_rows_lock = threading.Lock()
-
 
 def interfaces(task: Task) -> Result:
     target = snmp_target(task.host)
-    table = _walk(target, _COLUMNS)
+    guess = None
+    if known_rows(target, _COLUMNS[0]) is None:
+        # First poll: ask how many interfaces there are, rather than fetch 25 rows of 19
+        # columns and throw most away.
+        (count,) = shared_client().get(target, [IF.ifNumber])
+        guess = count.value if isinstance(count.value, int) else None
+    table = walk_sized(target, _COLUMNS, first_guess=guess)
     counters = dict(_COUNTERS)
     if not table[IFX.ifHCInOctets] and table[IF.ifOperStatus]:
-        table.update(_walk(target, list(_LEGACY_OCTETS)))
+        table.update(walk_sized(target, list(_LEGACY_OCTETS)))
         counters.update(_LEGACY_OCTETS)
     now = datetime.now(UTC)
     device = task.host.name
@@ -101,13 +104,3 @@ def _state_samples(
         key = SeriesKey.of(device, "ifCounterDiscontinuityTime", labels, unit="ticks")
         out.append(Sample(key, now, disc))
     return out
-
-
-def _walk(target: SnmpTarget, columns: list[Oid]) -> dict[Oid, dict[Oid, VarBind]]:
-    with _rows_lock:
-        rows = _rows_seen.get(target.device)
-    repetitions = None if rows is None else min(rows + 1, 200)
-    table = shared_client().walk(target, columns, max_repetitions=repetitions)
-    with _rows_lock:
-        _rows_seen[target.device] = max((len(v) for v in table.values()), default=0)
-    return table

@@ -12,10 +12,10 @@ from datetime import UTC, datetime
 from nornir.core.task import Result, Task
 
 from netmon.records import Record, Sample, SeriesKey
-from netmon.snmp.client import shared_client
 from netmon.snmp.hosts import snmp_target
 from netmon.snmp.oids import HR
 from netmon.tasks._values import optional, text
+from netmon.tasks._walk import walk_sized
 
 __all__ = ["resources"]
 
@@ -29,7 +29,8 @@ _COLUMNS = [
 
 
 def resources(task: Task) -> Result:
-    table = shared_client().walk(snmp_target(task.host), _COLUMNS)
+    # Hosts have a handful of CPUs and storage areas: 8 rows covers most in one trip.
+    table = walk_sized(snmp_target(task.host), _COLUMNS, first_guess=8)
     now = datetime.now(UTC)
     device = task.host.name
     records: list[Record] = []

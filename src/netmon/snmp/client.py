@@ -20,6 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
+import functools
+import socket
 import threading
 from collections import Counter
 from collections.abc import Coroutine, Sequence
@@ -28,6 +31,7 @@ from typing import Any, TypeVar
 
 from pysnmp.carrier.asyncio.dgram import udp
 from pysnmp.entity import config, engine
+from pysnmp.entity.config import AUTH_SERVICES, PRIV_SERVICES
 from pysnmp.entity.rfc3413 import cmdgen
 from pysnmp.proto import errind
 from pysnmp.proto.rfc1902 import Null, ObjectName
@@ -77,8 +81,7 @@ _INDICATIONS: dict[type[errind.ErrorIndication], type[SnmpError]] = {
     errind.OidNotIncreasing: SnmpMalformedReplyError,
     errind.TooBig: SnmpAgentError,
 }
-_PROBE_USER = "netmon-engine-id-probe"
-SYSTEM_SYS_OBJECT_ID = (1, 3, 6, 1, 2, 1, 1, 2, 0)
+RECEIVE_BUFFER = 4 << 20  # capped by net.core.rmem_max; the kernel doubles it
 _MAX_WALK_REQUESTS = 10_000  # a walk that needs more is an agent that loops
 
 
@@ -113,17 +116,17 @@ class SnmpClient:
         self._thread: threading.Thread | None = None
         self._engine: Any = None
         self._lock = threading.Lock()
-        # device -> (what it was configured from, pysnmp target name, its USM row)
-        self._targets: dict[str, tuple[tuple[Any, ...], str, tuple[Any, str]]] = {}
+        # device -> (what it was configured from, pysnmp target name)
+        self._targets: dict[str, tuple[tuple[Any, ...], str]] = {}
         self._users: dict[tuple[Any, str], SnmpV3Credentials] = {}
         self._params: set[str] = set()
-        self._params_probe = False
         self._next_id = 0
         self._garbage: dict[tuple[str, int], int] = {}  # agent -> datagrams that failed
         self._null = Null("")
         self._get = cmdgen.GetCommandGenerator()
         self._bulk = cmdgen.BulkCommandGeneratorSingleRun()
         self.stats: Counter[str] = Counter()
+        self.receive_buffer = 0
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -157,9 +160,17 @@ class SnmpClient:
 
     async def _open(self) -> None:
         self._engine = engine.SnmpEngine()
-        config.add_transport(
-            self._engine, udp.DOMAIN_NAME, udp.UdpAsyncioTransport().open_client_mode()
-        )
+        transport = udp.UdpAsyncioTransport().open_client_mode()
+        config.add_transport(self._engine, udp.DOMAIN_NAME, transport)
+        # One socket receives every answer. GETBULK answers run to several KB, and with
+        # 50 polls in flight they arrive faster than a busy loop drains them: the
+        # default 208 KB buffer drops some, which shows up as timeouts.
+        while transport.transport is None:  # pysnmp gives nothing to await  # noqa: ASYNC110
+            await asyncio.sleep(0)
+        sock = transport.transport.get_extra_info("socket")
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+        self.receive_buffer = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
         self._watch_for_garbage()
 
     def close(self) -> None:
@@ -287,13 +298,12 @@ class SnmpClient:
     ) -> _Reply:
         agent = (target.address, target.credentials.port)
         garbage_before = self._garbage.get(agent, 0)
-        addr_name = await self._configure(target)
+        addr_name = self._configure(target)
+        self._add_user(target)  # a no-op unless another device changed the agent's row
         reply = await self._send(addr_name, target, oids, bulk)
-        if reply.indication is errind.unknownSecurityName:
-            # Our own USM has no row for the agent's engine ID: it changed (hardware
-            # replaced, engine ID reconfigured). Learn it again, once.
-            self._targets.pop(target.device, None)
-            addr_name = await self._configure(target)
+        if reply.indication is errind.unknownSecurityName and self._add_user(target):
+            # pysnmp has just discovered the agent's engine ID (first contact, or the
+            # engine ID changed) and has no USM row for it: add one and ask again.
             reply = await self._send(addr_name, target, oids, bulk)
         if reply.indication is not None:
             garbage = self._garbage.get(agent, 0) > garbage_before
@@ -359,46 +369,19 @@ class SnmpClient:
         self.stats["values"] += len(result)
         return result
 
-    async def _configure(self, target: SnmpTarget) -> str:
-        """The pysnmp target name for ``target``, set up on first use or when it changed.
-
-        pysnmp keys USM users by (engine ID, user name) and, for an agent it has no row
-        for, clones the row of its own engine ID: two devices with one user name but
-        different keys would share keys. So each device gets its own row, under the
-        engine ID that :meth:`_discover` learns (once per device; cached).
-        """
+    def _configure(self, target: SnmpTarget) -> str:
+        """The pysnmp target name for ``target``, set up on first use or when it changed."""
         c = target.credentials
         key = (target.address, c.port, c, c.timeout, c.retries)
         known = self._targets.get(target.device)
-        if known is not None and known[0] == key and self._users.get(known[2]) == c:
+        if known is not None and known[0] == key:
             return known[1]
-        engine_id = await self._discover(target)
-        user_key = (engine_id, c.user)
-        if self._users.get(user_key) != c:
-            if user_key in self._users:
-                config.delete_v3_user(self._engine, c.user, engine_id)
-            config.add_v3_user(
-                self._engine,
-                c.user,
-                AUTH_PROTOCOLS[c.auth_protocol] if c.auth_protocol else config.USM_AUTH_NONE,
-                c.auth_key or None,
-                PRIV_PROTOCOLS[c.priv_protocol] if c.priv_protocol else config.USM_PRIV_NONE,
-                c.priv_key or None,
-                securityEngineId=engine_id,
-            )
-            self._users[user_key] = c
         params = f"p-{c.user}-{c.security_level}"
         if params not in self._params:
             config.add_target_parameters(self._engine, params, c.user, c.security_level, 3)
             self._params.add(params)
         if known is not None:
             config.delete_target_address(self._engine, known[1])
-        addr_name = self._add_address(target, params)
-        self._targets[target.device] = (key, addr_name, user_key)
-        return addr_name
-
-    def _add_address(self, target: SnmpTarget, params: str) -> str:
-        c = target.credentials
         self._next_id += 1
         addr_name = f"a{self._next_id}"
         config.add_target_address(
@@ -410,35 +393,86 @@ class SnmpClient:
             timeout=max(1, round(c.timeout.total_seconds() * 100)),
             retryCount=c.retries,
         )
+        self._targets[target.device] = (key, addr_name)
         return addr_name
 
-    async def _discover(self, target: SnmpTarget) -> Any:
-        """The agent's engine ID (RFC 3414 discovery), learnt once per device.
+    def _add_user(self, target: SnmpTarget) -> bool:
+        """Give the agent's engine ID its own USM row with ``target``'s keys.
 
-        A request as an unknown noAuthNoPriv user makes pysnmp run the discovery exchange
-        and cache the engine ID for the address; the agent then refuses the user, which
-        is expected. A silent agent gives a timeout here, like any request would.
+        pysnmp keys USM users by (engine ID, user name) and would otherwise clone the row
+        of its own engine ID: two devices with one user name but different keys would
+        share keys. The engine ID is the one pysnmp discovered (RFC 3414) on the first
+        request and caches per address; False when it has none (no answer yet).
         """
         c = target.credentials
-        address = (target.address, c.port)
-        engine_id = self._peer_engine_id(address)
-        if engine_id is not None:
-            return engine_id
-        if not self._params_probe:
-            config.add_v3_user(self._engine, _PROBE_USER)
-            config.add_target_parameters(self._engine, "p-probe", _PROBE_USER, "noAuthNoPriv", 3)
-            self._params_probe = True
-        probe = self._add_address(target, "p-probe")
-        try:
-            reply = await self._send(probe, target, [SYSTEM_SYS_OBJECT_ID], None)
-        finally:
-            config.delete_target_address(self._engine, probe)
-        engine_id = self._peer_engine_id(address)
+        engine_id = self._peer_engine_id((target.address, c.port))
         if engine_id is None:
-            agent = (target.address, c.port)
-            garbage = self._garbage.get(agent, 0) > 0
-            raise self._error(target, reply.indication or errind.requestTimedOut, garbage)
-        return engine_id
+            return False
+        user_key = (engine_id, c.user)
+        if self._users.get(user_key) == c:
+            return True
+        replacing = user_key in self._users
+        if replacing:
+            config.delete_v3_user(self._engine, c.user, engine_id)
+        usm_map_fresh = not replacing and self._usm_map_is_fresh()
+        auth, priv, auth_key, priv_key = _master_keys(
+            c.auth_protocol, c.auth_key, c.priv_protocol, c.priv_key
+        )
+        config.add_v3_user(
+            self._engine,
+            c.user,
+            auth,
+            auth_key,
+            priv,
+            priv_key,
+            securityEngineId=engine_id,
+            authKeyType=config.USM_KEY_TYPE_MASTER,
+            privKeyType=config.USM_KEY_TYPE_MASTER,
+        )
+        self._users[user_key] = c
+        if usm_map_fresh:
+            self._index_user(engine_id, c.user)
+        return True
+
+    # pysnmp's USM finds a user through a map from (engine ID, security name) that it
+    # rebuilds, by walking every row of its user table, whenever the table changed. Adding
+    # one row per device made that quadratic: minutes of CPU while 5,000 devices are
+    # first polled. So after adding a row, netmon adds the same entry to the map itself
+    # and marks the map current. If pysnmp's internals change, the lookups below fail
+    # and pysnmp simply rebuilds, as it always did.
+    _MAP = "_SnmpUSMSecurityModel__securityToUserMap"
+    _MAP_VERSION = "_SnmpUSMSecurityModel__paramsBranchId"
+
+    def _usm_table(self) -> tuple[Any, Any, Any, Any]:
+        return self._engine.get_mib_builder().import_symbols(  # type: ignore[no-any-return]
+            "SNMP-USER-BASED-SM-MIB",
+            "usmUserEntry",
+            "usmUserEngineID",
+            "usmUserName",
+            "usmUserSecurityName",
+        )
+
+    def _usm_map_is_fresh(self) -> bool:
+        try:
+            usm = self._engine.security_models[3]
+            _entry, engine_ids, _names, _security = self._usm_table()
+            return bool(getattr(usm, self._MAP_VERSION) == engine_ids.branchVersionId)
+        except Exception:
+            return False
+
+    def _index_user(self, engine_id: Any, user: str) -> None:
+        try:
+            usm = self._engine.security_models[3]
+            entry, engine_ids, names, security = self._usm_table()
+            index = entry.getInstIdFromIndices(engine_id, user)
+            key = (
+                engine_ids.getNode(engine_ids.name + index).syntax,
+                security.getNode(security.name + index).syntax,
+            )
+            getattr(usm, self._MAP)[key] = names.getNode(names.name + index).syntax
+            setattr(usm, self._MAP_VERSION, engine_ids.branchVersionId)
+        except Exception:
+            return  # pysnmp rebuilds its map on the next lookup
 
     def _peer_engine_id(self, address: tuple[str, int]) -> Any:
         mp = self._engine.message_processing_subsystems[3]
@@ -474,6 +508,22 @@ class SnmpClient:
     def _note_garbage(self, address: Any) -> None:
         agent = (str(address[0]), int(address[1]))
         self._garbage[agent] = self._garbage.get(agent, 0) + 1
+
+
+@functools.cache
+def _master_keys(
+    auth_protocol: str | None, auth_pass: str, priv_protocol: str | None, priv_pass: str
+) -> tuple[Any, Any, Any, Any]:
+    """Protocols and RFC 3414 master keys (Ku), computed once per pass phrase.
+
+    Turning a pass phrase into Ku hashes a megabyte (pysnmp does it in a Python loop, about
+    10 ms); only the cheap localisation to each agent's engine ID is left per device.
+    """
+    auth = AUTH_PROTOCOLS[auth_protocol] if auth_protocol else config.USM_AUTH_NONE
+    priv = PRIV_PROTOCOLS[priv_protocol] if priv_protocol else config.USM_PRIV_NONE
+    auth_key = AUTH_SERVICES[auth].hash_passphrase(auth_pass) if auth_pass else None
+    priv_key = PRIV_SERVICES[priv].hash_passphrase(auth, priv_pass) if priv_pass else None
+    return auth, priv, auth_key, priv_key
 
 
 _shared: SnmpClient | None = None

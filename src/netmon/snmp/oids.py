@@ -45,12 +45,14 @@ class SYSTEM:
 
 
 _IF_ENTRY: Final = (*_MIB2, 2, 2, 1)
+IF_NUMBER: Final = (*_MIB2, 2, 1, 0)
 _IFX_ENTRY: Final = (*_MIB2, 31, 1, 1, 1)
 
 
 class IF:
     """IF-MIB ifTable columns (append the ifIndex)."""
 
+    ifNumber: Final = IF_NUMBER
     ifIndex: Final = _column(_IF_ENTRY, 1)
     ifDescr: Final = _column(_IF_ENTRY, 2)
     ifType: Final = _column(_IF_ENTRY, 3)
