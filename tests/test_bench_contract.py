@@ -21,6 +21,11 @@ REQUIRED = {
         "baseline": {"samples_per_s"},
         "ratio": {"samples_per_s"},
     },
+    "poll": {
+        "figures": {"devices_per_min_per_core", "cpu_ms_per_value", "overruns_at_50"},
+        "baseline": {"cpu_ms_per_value"},
+        "ratio": {"cpu_ms_per_value"},
+    },
     "query": {
         "figures": {
             "last_p50_ms",

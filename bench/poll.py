@@ -1,0 +1,281 @@
+"""Polling: netmon's poller against the lab, and a bare pysnmp loop on the same agents.
+
+    python bench/poll.py [--quick] [--sizes 1000,5000] [--runs N] [--database-url URL]
+
+Set-up (not measured): the built-in lab runs in a process of its own (``netmon lab``) with
+N devices of 8 interfaces each, SNMPv3 authPriv SHA/AES-128; netmon's poller runs in this
+process on a fresh database, every device every 60 s (--quick: 50 devices every 5 s) with
+the tasks system, interfaces and resources, exactly as ``netmon run`` would (scheduler,
+Nornir tasks, ingest pipeline, batcher, COPY, poll health).
+
+Measured: after one whole interval of warm-up (every device polled once: engine IDs
+discovered, USM rows made, walks sized), one more interval. In that window: device polls
+finished, the CPU time of this process (the poller; the lab and PostgreSQL are other
+processes), SNMP values received and overruns. Figures per size N:
+
+* ``devices_per_min_per_core``: device polls per CPU-minute of the poller;
+* ``cpu_ms_per_device_poll``, ``cpu_ms_per_value``; ``devices_polled_per_min``;
+* ``overruns_at_N``: polls skipped because the previous poll of the device still ran.
+
+Baseline, same run, same agents: a bare pysnmp 7 loop (one engine, hlapi ``get_cmd`` /
+``bulk_cmd`` with ``lookupMib=False``, 50 requests in flight) fetching the same OIDs the
+tasks fetch (4 system scalars; 19 ifTable/ifXTable columns x 9 rows; 5 HOST-RESOURCES
+columns x 3 rows: the lab's 2 CPUs and 2 storage areas, plus the row that ends the walk)
+from 200 of the devices (--quick: all), after one unmeasured pass. It writes nothing.
+Ratio = netmon / baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from _contract import environment, main, repeat, stderr
+
+from netmon.config import load_settings
+from netmon.lab import AUTH_KEY_ENV, DEFAULT_AUTH_KEY, DEFAULT_PRIV_KEY, PRIV_KEY_ENV
+from netmon.poller.service import PollerService
+from netmon.snmp.client import shared_client
+from netmon.store.batcher import Batcher
+from netmon.store.database import Database
+from netmon.store.schema import upgrade
+from netmon.store.writer import SampleWriter
+
+BASE_PORT = 40000
+BASELINE_DEVICES = 200
+INTERFACES = 8
+SYSTEM = ["1.3.6.1.2.1.1.3.0", "1.3.6.1.2.1.1.5.0", "1.3.6.1.2.1.1.1.0", "1.3.6.1.2.1.1.2.0"]
+IFX = "1.3.6.1.2.1.31.1.1.1."
+IF = "1.3.6.1.2.1.2.2.1."
+INTERFACE_COLUMNS = [
+    *(IFX + c for c in ("1", "18", "19", "6", "10", "7", "11", "8", "12", "9", "13", "15")),
+    *(IF + c for c in ("7", "8", "5", "14", "20", "13", "19")),
+]
+RESOURCE_COLUMNS = [
+    "1.3.6.1.2.1.25.3.3.1.2",
+    *(f"1.3.6.1.2.1.25.2.3.1.{c}" for c in (3, 4, 5, 6)),
+]
+
+
+def options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--sizes", default=None, help="lab sizes, e.g. 1000,5000")
+    parser.add_argument("--interval", type=float, default=None, help="poll interval, seconds")
+
+
+class LabProcess:
+    """``netmon lab`` in a process of its own, with its inventory written to ``folder``."""
+
+    def __init__(self, devices: int, folder: Path) -> None:
+        self.devices = devices
+        self.folder = folder
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> LabProcess:
+        netmon = shutil.which("netmon") or str(Path(sys.executable).parent / "netmon")
+        self.proc = subprocess.Popen(
+            [
+                netmon,
+                "lab",
+                "--devices",
+                str(self.devices),
+                "--interfaces",
+                str(INTERFACES),
+                "--base-port",
+                str(BASE_PORT),
+                "--write-inventory",
+                str(self.folder),
+                "--control",
+                str(self.folder / "lab.sock"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 60
+        while not (self.folder / "hosts.yaml").exists() or not (self.folder / "lab.sock").exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the lab did not start")
+            time.sleep(0.1)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def set_interval(folder: Path, interval: float) -> None:
+    groups = folder / "groups.yaml"
+    groups.write_text(
+        groups.read_text().replace("poll_interval: 60s", f"poll_interval: {interval:g}s")
+    )
+
+
+async def measure_netmon(
+    url: str, scratch: Path, inventory: Path, interval: float
+) -> dict[str, float]:
+    settings = load_settings(
+        None,
+        data_dir=scratch / "data",
+        database={"url": url},
+        poller={"inventory": str(inventory), "jitter": "0s"},
+        log={"level": "warning"},
+    )
+    db = Database(settings.database, settings.data_dir)
+    await db.start()
+    await upgrade(db)
+    writer = SampleWriter(db, settings)
+    await writer.start()
+    batcher = Batcher(writer, settings.writer)
+    batcher.start()
+    service = PollerService(settings, db, batcher, inventory)
+    try:
+        await service.start()
+        assert service.poller is not None
+        stats, client = service.poller.stats, shared_client()
+        stderr.print(f"  warm-up: one interval ({interval:g} s)")
+        await asyncio.sleep(interval + min(10.0, interval / 2))
+        polls, overruns, values = stats.polls, stats.overruns, client.stats["values"]
+        failed, cpu, wall = stats.failed, time.process_time(), time.monotonic()
+        stderr.print(f"  measuring one interval ({interval:g} s)")
+        await asyncio.sleep(interval)
+        cpu = time.process_time() - cpu
+        wall = time.monotonic() - wall
+        polls = stats.polls - polls
+        values = client.stats["values"] - values
+        figures = {
+            "devices_per_min_per_core": polls / (cpu / 60),
+            "cpu_ms_per_device_poll": cpu * 1000 / polls,
+            "cpu_ms_per_value": cpu * 1000 / values,
+            "devices_polled_per_min": polls / wall * 60,
+            "overruns": float(stats.overruns - overruns),
+            "overruns_total": float(stats.overruns),
+            "failed_polls": float(stats.failed - failed),
+            "values_per_device_poll": values / polls,
+        }
+    finally:
+        await service.stop()
+        await batcher.close()
+        await writer.close()
+        await db.stop()
+    return figures
+
+
+def measure_pysnmp(devices: int) -> dict[str, float]:
+    """The bare loop, in a child process: its CPU is its own, and its engine is fresh."""
+    out = subprocess.run(
+        [sys.executable, "-c", BARE_LOOP, str(BASE_PORT), str(min(devices, BASELINE_DEVICES))],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ},
+    ).stdout.split()
+    cpu_per_value, cpu_per_poll = float(out[0]), float(out[1])
+    return {
+        "cpu_ms_per_value": cpu_per_value,
+        "cpu_ms_per_device_poll": cpu_per_poll,
+        "devices_per_min_per_core": 60_000 / cpu_per_poll,
+    }
+
+
+BARE_LOOP = f"""
+import asyncio, sys, time
+from pysnmp.hlapi.v3arch.asyncio import *
+base, n = int(sys.argv[1]), int(sys.argv[2])
+SYSTEM = {SYSTEM!r}
+TABLES = (({INTERFACE_COLUMNS!r}, {INTERFACES + 1}), ({RESOURCE_COLUMNS!r}, 3))
+async def poll(engine, user, port, counts):
+    target = await UdpTransportTarget.create(("127.0.0.1", port), timeout=2, retries=1)
+    oids = [ObjectType(ObjectIdentity(o)) for o in SYSTEM]
+    e, s, i, vbs = await get_cmd(engine, user, target, ContextData(), *oids, lookupMib=False)
+    assert e is None, e
+    counts[0] += len(vbs)
+    for columns, reps in TABLES:
+        oids = [ObjectType(ObjectIdentity(o)) for o in columns]
+        e, s, i, vbs = await bulk_cmd(engine, user, target, ContextData(), 0, reps, *oids,
+                                      lookupMib=False)
+        assert e is None, e
+        counts[0] += len(vbs)
+    counts[1] += 1
+async def main():
+    engine = SnmpEngine()
+    user = UsmUserData("netmon", "{DEFAULT_AUTH_KEY}", "{DEFAULT_PRIV_KEY}",
+                       authProtocol=usmHMACSHAAuthProtocol, privProtocol=usmAesCfb128Protocol)
+    ports = range(base + 1, base + n + 1)
+    slots = asyncio.Semaphore(50)
+    async def one(port, counts):
+        async with slots:
+            await poll(engine, user, port, counts)
+    await asyncio.gather(*[one(p, [0, 0]) for p in ports])
+    counts = [0, 0]
+    cpu = time.process_time()
+    for _ in range(3):
+        await asyncio.gather(*[one(p, counts) for p in ports])
+    cpu = time.process_time() - cpu
+    print(cpu * 1000 / counts[0], cpu * 1000 / counts[1])
+asyncio.run(main())
+"""
+
+
+async def bench(args: argparse.Namespace, url: str, scratch: Path) -> dict[str, Any]:
+    os.environ.setdefault(AUTH_KEY_ENV, DEFAULT_AUTH_KEY)
+    os.environ.setdefault(PRIV_KEY_ENV, DEFAULT_PRIV_KEY)
+    sizes = [int(s) for s in (args.sizes or ("50" if args.quick else "1000,5000")).split(",")]
+    interval = args.interval or (5.0 if args.quick else 60.0)
+    runs = args.runs or 1
+
+    async def once(index: int) -> tuple[dict[str, float], dict[str, float]]:
+        figures: dict[str, float] = {}
+        baseline: dict[str, float] = {}
+        for size in sizes:
+            folder = scratch / f"lab-{size}-{index}"
+            stderr.print(f"[bold]{size} devices[/bold]: lab starting")
+            with LabProcess(size, folder):
+                set_interval(folder, interval)
+                stderr.print("  baseline: bare pysnmp loop")
+                bare = await asyncio.to_thread(measure_pysnmp, size)
+                stderr.print(f"  baseline: {bare}")
+                got = await measure_netmon(
+                    url, scratch / f"poller-{size}-{index}", folder, interval
+                )
+                stderr.print(f"  netmon: {got}")
+            suffix = "" if size == max(sizes) else f"_at_{size}"
+            for key, value in got.items():
+                name = f"overruns_at_{size}" if key == "overruns" else f"{key}{suffix}"
+                figures[name] = value
+            for key, value in bare.items():
+                baseline[f"{key}{suffix}"] = value
+            with contextlib.suppress(OSError):
+                shutil.rmtree(folder)
+        return figures, baseline
+
+    return await repeat(
+        "poll",
+        runs,
+        once,
+        notes={
+            "sizes": sizes,
+            "interval_s": interval,
+            "interfaces_per_device": INTERFACES,
+            "baseline_devices": min(max(sizes), BASELINE_DEVICES),
+            "security": "authPriv SHA-1/AES-128",
+            "tasks": ["system", "interfaces", "resources"],
+            "figures_without_suffix_are_for": max(sizes),
+            **environment(),
+        },
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main(__doc__, options, bench))
