@@ -163,7 +163,7 @@ class PollerSettings(_Section):
 
 class LabSettings(_Section):
     enabled: bool = False
-    devices: int = Field(default=20, ge=1, le=20000)
+    devices: int = Field(default=20, ge=1, le=5000)
     interfaces: int | None = Field(default=None, ge=1, le=1000)
     base_port: int = Field(default=16100, ge=0, le=65000)
 

@@ -77,6 +77,8 @@ class Service:
         lab = self.settings.lab
         self.lab = Lab(devices=lab.devices, base_port=lab.base_port, interfaces=lab.interfaces)
         await self.lab.start()
+        # `netmon lab reboot|flap|silence ...` from another terminal reach it here.
+        await self.lab.serve_control(self.settings.data_dir / "lab.sock")
         folder = self.settings.data_dir / "lab" / "inventory"
         folder.mkdir(parents=True, exist_ok=True)
         write_inventory(self.lab, folder)

@@ -121,22 +121,75 @@ def version() -> None:
     typer.echo(f"netmon {__version__}")
 
 
-@app.command()
-def run() -> None:
-    """Run netmon's main job: database, migrations, write path, maintenance timer.
+LabOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--lab/--no-lab",
+        help="Start the built-in lab of simulated SNMPv3 devices and poll it (lab.enabled).",
+    ),
+]
+LabDevicesOption = Annotated[
+    int | None, typer.Option(help="How many lab devices (lab.devices, default 20).")
+]
 
-    Stops cleanly on Ctrl-C or SIGTERM: accepted samples are written (or stay in the
-    on-disk spool for the next start) and the embedded database is shut down.
+
+def _with_lab(lab: bool | None, lab_devices: int | None) -> Settings:
+    loaded = settings()
+    update: dict[str, Any] = {}
+    if lab is not None:
+        update["enabled"] = lab
+    if lab_devices is not None:
+        update["devices"] = lab_devices
+    if not update:
+        return loaded
+    merged = loaded.lab.model_validate({**loaded.lab.model_dump(), **update})
+    return loaded.model_copy(update={"lab": merged})
+
+
+@app.command()
+def run(lab: LabOption = None, lab_devices: LabDevicesOption = None) -> None:
+    """Run netmon's main job: database, migrations, write path, maintenance, the poller.
+
+    The poller polls every host of the inventory (poller.inventory, default ./inventory)
+    on its interval. With --lab, netmon also starts its built-in lab of simulated SNMPv3
+    devices on 127.0.0.1 and polls that: real data within a minute, nothing to set up.
+    SIGHUP re-reads the inventory without restarting polls. Stops cleanly on Ctrl-C or
+    SIGTERM: polls in flight finish, accepted samples are written (or stay in the on-disk
+    spool for the next start) and the embedded database is shut down.
+
+    Examples:
+
+      netmon run --lab                   # embedded database, 20 lab devices
+
+      netmon run --lab --lab-devices 500
+
+      NETMON_DATABASE__URL=postgresql://... netmon -c prod.yaml run
     """
     from netmon.service import Service
 
-    run_async(Service(settings()).run_until_stopped())
+    run_async(Service(_with_lab(lab, lab_devices)).run_until_stopped())
+
+
+@app.command()
+def poller(lab: LabOption = None, lab_devices: LabDevicesOption = None) -> None:
+    """Run the poller and its write path alone (no API): for several pollers sharing one
+    database, each with its own inventory and data dir (its own spool).
+
+    Example:
+
+      netmon -c poller-east.yaml poller
+    """
+    from netmon.service import Service
+
+    run_async(Service(_with_lab(lab, lab_devices), api=False).run_until_stopped())
 
 
 def _register_groups() -> None:
     from netmon.cli.db import db_app
+    from netmon.cli.lab import app as lab_app
 
     app.add_typer(db_app, name="db")
+    app.add_typer(lab_app, name="lab")
 
 
 _register_groups()
