@@ -9,9 +9,9 @@ the tasks system, interfaces and resources, exactly as ``netmon run`` would (sch
 Nornir tasks, ingest pipeline, batcher, COPY, poll health).
 
 Measured: after two whole intervals of warm-up (every device polled twice: engine IDs
-discovered, USM rows made, walks sized, rate series created), one more interval. In that window: device polls
-finished, the CPU time of this process (the poller; the lab and PostgreSQL are other
-processes), SNMP values received and overruns. Figures per size N:
+discovered, USM rows made, walks sized, rate series created), one more interval. In that
+window: device polls finished, the CPU time of this process (the poller; the lab and
+PostgreSQL are other processes), SNMP values received and overruns. Figures per size N:
 
 * ``devices_per_min_per_core``: device polls per CPU-minute of the poller;
 * ``cpu_ms_per_device_poll``, ``cpu_ms_per_value``; ``devices_polled_per_min``;
