@@ -334,13 +334,6 @@ def test_tasks_from_a_plain_nornir_script_return_netmon_records(
         assert all(isinstance(v, int) and v >= 0 for v in storage.values())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="netmon.snmp.client keeps one pysnmp USM row per (engine ID, user name) and "
-    "pysnmp checks responses against the row current when they arrive: two agents with one "
-    "engine ID and user name but different keys take each other's keys",
-)
 def test_two_agents_with_one_engine_id_and_user_name_are_kept_apart(
     snmpd: Snmpd,  # noqa: F811
     fresh_snmpd: Snmpd,  # noqa: F811
@@ -504,13 +497,6 @@ async def test_wrong_key_and_unknown_user_are_typed_and_fail_only_their_device(
 
 
 @pytest.mark.parametrize("pg_server", ["embedded"], indirect=True)  # not about storage
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="netmon.snmp.hosts.snmp_target caches a host's target under a fingerprint of its "
-    "unresolved snmp settings ({file: PATH} / {env: NAME}, not the keys), so an inventory "
-    "reload keeps the old key until netmon restarts",
-)
 async def test_a_key_fixed_in_its_file_is_used_after_a_reload(
     snmpd: Snmpd,  # noqa: F811
     db: Database,

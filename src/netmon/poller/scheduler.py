@@ -215,7 +215,7 @@ class Poller:
 
     def _overrun(self, slot: _Slot) -> None:
         self.stats.overruns += 1
-        log.warning("poll overrun: previous poll still running; skipped", device=slot.plan.name)
+        log.debug("poll overrun: previous poll still running; skipped", device=slot.plan.name)
         self.health.record(PollOutcome(slot.plan.name, datetime.now(UTC), 0.0, overrun=True))
 
     async def _poll(self, slot: _Slot, jitter: float) -> None:

@@ -20,6 +20,7 @@ from netmon.poller.inventory import PollPlan, load_inventory, plan_polls
 from netmon.poller.registry import TaskRegistry
 from netmon.poller.scheduler import Poller
 from netmon.records import DeviceFacts
+from netmon.snmp.hosts import forget_targets
 from netmon.store.batcher import Batcher
 from netmon.store.database import Database
 from netmon.store.devices import sync_devices, update_facts
@@ -46,6 +47,7 @@ class PollerService:
         self._flusher: asyncio.Task[None] | None = None
 
     def _load(self) -> tuple[Nornir, list[PollPlan]]:
+        forget_targets()  # secrets are read again, and checked, at every (re)load
         nr = load_inventory(self.inventory)
         return nr, plan_polls(nr, self.settings.poller, self.registry)
 

@@ -118,7 +118,10 @@ class SnmpClient:
         self._lock = threading.Lock()
         # device -> (what it was configured from, pysnmp target name)
         self._targets: dict[str, tuple[tuple[Any, ...], str]] = {}
-        self._users: dict[tuple[Any, str], SnmpV3Credentials] = {}
+        # USM rows: (engine ID, user) -> the keys it holds, and every key set that needs it
+        self._rows: dict[tuple[Any, str], _RowIdentity] = {}
+        self._row_users: dict[tuple[Any, str], set[_RowIdentity]] = {}
+        self._row_locks: dict[tuple[Any, str], asyncio.Lock] = {}
         self._params: set[str] = set()
         self._next_id = 0
         self._garbage: dict[tuple[str, int], int] = {}  # agent -> datagrams that failed
@@ -296,21 +299,58 @@ class SnmpClient:
     async def _request(
         self, target: SnmpTarget, oids: Sequence[Oid], bulk: tuple[int, int] | None
     ) -> _Reply:
-        agent = (target.address, target.credentials.port)
+        c = target.credentials
+        agent = (target.address, c.port)
         garbage_before = self._garbage.get(agent, 0)
         addr_name = self._configure(target)
-        self._add_user(target)  # a no-op unless another device changed the agent's row
-        reply = await self._send(addr_name, target, oids, bulk)
-        if reply.indication is errind.unknownSecurityName and self._add_user(target):
-            # pysnmp has just discovered the agent's engine ID (first contact, or the
-            # engine ID changed) and has no USM row for it: add one and ask again.
+        engine_id = self._peer_engine_id(agent)
+        reply: _Reply | None = None
+        if engine_id is None:
+            # First contact, or pysnmp's 5-minute engine-ID cache expired: pysnmp
+            # discovers the engine ID, then sends with whatever USM row it has for it:
+            # none (unknownSecurityName), ours, or another device's keys.
             reply = await self._send(addr_name, target, oids, bulk)
+            engine_id = self._peer_engine_id(agent)
+            if engine_id is not None and (
+                reply.indication is errind.unknownSecurityName
+                or self._rows.get((engine_id, c.user)) != _row_identity(c)
+            ):
+                reply = None  # not sent with our keys: send again, with them
+        if reply is None:
+            reply = await self._send_with_row(engine_id, addr_name, target, oids, bulk)
         if reply.indication is not None:
             garbage = self._garbage.get(agent, 0) > garbage_before
             raise self._error(target, reply.indication, garbage)
         if reply.status:
             raise self._status_error(target, reply, oids)
         return reply
+
+    async def _send_with_row(
+        self,
+        engine_id: Any,
+        addr_name: str,
+        target: SnmpTarget,
+        oids: Sequence[Oid],
+        bulk: tuple[int, int] | None,
+    ) -> _Reply:
+        """Send with ``target``'s keys in the agent's USM row.
+
+        pysnmp has one row per (engine ID, user name) and uses it both to sign the
+        request and to check the answer. Agents that share an engine ID (cloned images,
+        vendor defaults) and a user name but not the keys would take each other's keys;
+        their requests take turns on the row instead, under a lock of its own.
+        """
+        c = target.credentials
+        key = (engine_id, c.user)
+        identities = self._row_users.setdefault(key, set())
+        identities.add(_row_identity(c))
+        if len(identities) == 1:
+            self._set_row(engine_id, c)
+            return await self._send(addr_name, target, oids, bulk)
+        lock = self._row_locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            self._set_row(engine_id, c)
+            return await self._send(addr_name, target, oids, bulk)
 
     async def _send(
         self,
@@ -396,28 +436,22 @@ class SnmpClient:
         self._targets[target.device] = (key, addr_name)
         return addr_name
 
-    def _add_user(self, target: SnmpTarget) -> bool:
-        """Give the agent's engine ID its own USM row with ``target``'s keys.
+    def _set_row(self, engine_id: Any, c: SnmpV3Credentials) -> None:
+        """Make the USM row of (engine ID, user) hold ``c``'s keys.
 
-        pysnmp keys USM users by (engine ID, user name) and would otherwise clone the row
-        of its own engine ID: two devices with one user name but different keys would
-        share keys. The engine ID is the one pysnmp discovered (RFC 3414) on the first
-        request and caches per address; False when it has none (no answer yet).
+        Each agent gets a row under the engine ID pysnmp discovered (RFC 3414); without
+        one pysnmp would clone the row of its own engine ID, so two devices with one user
+        name but different keys would share keys.
         """
-        c = target.credentials
-        engine_id = self._peer_engine_id((target.address, c.port))
-        if engine_id is None:
-            return False
-        user_key = (engine_id, c.user)
-        if self._users.get(user_key) == c:
-            return True
-        replacing = user_key in self._users
+        key = (engine_id, c.user)
+        identity = _row_identity(c)
+        if self._rows.get(key) == identity:
+            return
+        replacing = key in self._rows
         if replacing:
             config.delete_v3_user(self._engine, c.user, engine_id)
         usm_map_fresh = not replacing and self._usm_map_is_fresh()
-        auth, priv, auth_key, priv_key = _master_keys(
-            c.auth_protocol, c.auth_key, c.priv_protocol, c.priv_key
-        )
+        auth, priv, auth_key, priv_key = _master_keys(*identity)
         config.add_v3_user(
             self._engine,
             c.user,
@@ -429,10 +463,9 @@ class SnmpClient:
             authKeyType=config.USM_KEY_TYPE_MASTER,
             privKeyType=config.USM_KEY_TYPE_MASTER,
         )
-        self._users[user_key] = c
+        self._rows[key] = identity
         if usm_map_fresh:
             self._index_user(engine_id, c.user)
-        return True
 
     # pysnmp's USM finds a user through a map from (engine ID, security name) that it
     # rebuilds, by walking every row of its user table, whenever the table changed. Adding
@@ -508,6 +541,13 @@ class SnmpClient:
     def _note_garbage(self, address: Any) -> None:
         agent = (str(address[0]), int(address[1]))
         self._garbage[agent] = self._garbage.get(agent, 0) + 1
+
+
+_RowIdentity = tuple[str | None, str, str | None, str]
+
+
+def _row_identity(c: SnmpV3Credentials) -> _RowIdentity:
+    return (c.auth_protocol, c.auth_key, c.priv_protocol, c.priv_key)
 
 
 @functools.cache

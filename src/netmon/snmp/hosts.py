@@ -4,7 +4,9 @@ Nornir resolves ``host.data`` per top-level key: a host that sets ``snmp: {port:
 would hide the group's ``snmp.user``. SNMP settings are therefore merged per key: defaults,
 then groups (farthest first), then the host. The merged result is validated by
 :func:`netmon.snmp.credentials.snmp_credentials` and cached until the host's data changes
-(an inventory reload), so a poll does not re-read secrets.
+or :func:`forget_targets` is called (an inventory reload re-reads secrets: a key file
+fixed or rotated is used from then on, and a secret gone is reported), so a poll does not
+re-read secrets.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from netmon.errors import ConfigError
 from netmon.snmp.client import SnmpTarget
 from netmon.snmp.credentials import snmp_credentials
 
-__all__ = ["snmp_settings", "snmp_target"]
+__all__ = ["forget_targets", "snmp_settings", "snmp_target"]
 
 _cache: dict[str, tuple[str, SnmpTarget]] = {}
 _lock = threading.Lock()
@@ -60,3 +62,9 @@ def snmp_target(host: Host) -> SnmpTarget:
     with _lock:
         _cache[host.name] = (fingerprint, target)
     return target
+
+
+def forget_targets() -> None:
+    """Drop every cached target: the next use re-reads and re-checks the secrets."""
+    with _lock:
+        _cache.clear()
