@@ -152,3 +152,23 @@ async def conn(db: Database) -> AsyncIterator[asyncpg.Connection]:
         yield connection
     finally:
         await connection.close()
+
+
+@pytest.fixture
+def lab_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The built-in lab's SNMP keys in the environment, where its inventory refers."""
+    from netmon.lab import AUTH_KEY_ENV, DEFAULT_AUTH_KEY, DEFAULT_PRIV_KEY, PRIV_KEY_ENV
+
+    monkeypatch.setenv(AUTH_KEY_ENV, DEFAULT_AUTH_KEY)
+    monkeypatch.setenv(PRIV_KEY_ENV, DEFAULT_PRIV_KEY)
+
+
+@pytest.fixture
+async def lab(request: pytest.FixtureRequest, lab_keys: None) -> AsyncIterator[Any]:
+    """A small lab on ephemeral ports: 3 devices; ``@pytest.mark.lab(interfaces=N)``."""
+    from netmon.lab import Lab
+
+    marker = request.node.get_closest_marker("lab")
+    interfaces = marker.kwargs.get("interfaces", 4) if marker else 4
+    async with Lab(devices=3, base_port=0, interfaces=interfaces) as running:
+        yield running

@@ -10,13 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from netmon.config import Settings, load_settings
-from netmon.lab import DEFAULT_AUTH_KEY, DEFAULT_PRIV_KEY, Lab, write_inventory
+from netmon.lab import Lab, write_inventory
 from netmon.poller.service import PollerService
 from netmon.store.batcher import Batcher
 from netmon.store.database import Database
 from netmon.store.writer import SampleWriter
-
-LAB_ENV = {"NETMON_LAB_AUTH_KEY": DEFAULT_AUTH_KEY, "NETMON_LAB_PRIV_KEY": DEFAULT_PRIV_KEY}
 
 
 def fast_inventory(

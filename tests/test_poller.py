@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from netmon.lab import Lab
 from netmon.poller.scheduler import phase_of
 from tests.poller_helpers import (
-    LAB_ENV,
     eventually,
     fast_inventory,
     poller_settings,
@@ -15,18 +13,6 @@ from tests.poller_helpers import (
 )
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(autouse=True)
-def lab_keys(monkeypatch):
-    for name, value in LAB_ENV.items():
-        monkeypatch.setenv(name, value)
-
-
-@pytest.fixture
-async def lab():
-    async with Lab(devices=3, base_port=0, interfaces=4) as running:
-        yield running
 
 
 async def polls_of(conn, device: str) -> int:

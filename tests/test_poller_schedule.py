@@ -11,7 +11,6 @@ import pytest
 from netmon.lab import Lab
 from netmon.poller.inventory import load_inventory, plan_polls
 from tests.poller_helpers import (
-    LAB_ENV,
     eventually,
     fast_inventory,
     poller_settings,
@@ -19,19 +18,7 @@ from tests.poller_helpers import (
 )
 from tests.user_tasks import slow
 
-pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(autouse=True)
-def lab_keys(monkeypatch):
-    for name, value in LAB_ENV.items():
-        monkeypatch.setenv(name, value)
-
-
-@pytest.fixture
-async def lab():
-    async with Lab(devices=3, base_port=0, interfaces=2) as running:
-        yield running
+pytestmark = [pytest.mark.slow, pytest.mark.lab(interfaces=2)]
 
 
 async def count(conn, metric: str, device: str | None = None) -> int:
@@ -140,7 +127,7 @@ def _docs_examples():
     return Path(__file__).resolve().parent.parent / "docs" / "examples"
 
 
-def test_the_docs_example_runs_from_a_plain_nornir_script(tmp_path, monkeypatch):
+def test_the_docs_example_runs_from_a_plain_nornir_script(tmp_path, monkeypatch, lab_keys):
     monkeypatch.syspath_prepend(str(_docs_examples()))
     from my_checks import uptime_days
 
@@ -169,9 +156,7 @@ def test_task_threads_do_not_share_state_unsafely():
     assert slow.started() == 8
 
 
-def test_plans_need_known_tasks(tmp_path, monkeypatch):
-    for name, value in LAB_ENV.items():
-        monkeypatch.setenv(name, value)
+def test_plans_need_known_tasks(tmp_path, lab_keys):
     from netmon.config import PollerSettings
     from netmon.errors import ConfigError
     from netmon.poller.registry import TaskRegistry
