@@ -53,9 +53,7 @@ from tests.snmpd_agent import (
     DEFAULT_ENGINE_ID,
     Snmpd,
     SnmpUser,
-    fresh_snmpd,  # noqa: F401  (fixture)
     require_net_snmp,
-    snmpd,  # noqa: F401  (fixture)
 )
 
 pytestmark = pytest.mark.slow
@@ -275,7 +273,7 @@ def last_errors(service: PollerService) -> list[str]:
 
 
 def test_tasks_from_a_plain_nornir_script_return_netmon_records(
-    snmpd: Snmpd,  # noqa: F811
+    snmpd: Snmpd,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -335,8 +333,8 @@ def test_tasks_from_a_plain_nornir_script_return_netmon_records(
 
 
 def test_two_agents_with_one_engine_id_and_user_name_are_kept_apart(
-    snmpd: Snmpd,  # noqa: F811
-    fresh_snmpd: Snmpd,  # noqa: F811
+    snmpd: Snmpd,
+    fresh_snmpd: Snmpd,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -363,7 +361,7 @@ def test_two_agents_with_one_engine_id_and_user_name_are_kept_apart(
 
 
 async def test_required_users_are_polled_end_to_end_into_postgres(
-    snmpd: Snmpd,  # noqa: F811
+    snmpd: Snmpd,
     db: Database,
     settings: Settings,
     conn: asyncpg.Connection,
@@ -440,7 +438,7 @@ async def test_required_users_are_polled_end_to_end_into_postgres(
 
 
 async def test_wrong_key_and_unknown_user_are_typed_and_fail_only_their_device(
-    snmpd: Snmpd,  # noqa: F811
+    snmpd: Snmpd,
     db: Database,
     settings: Settings,
     conn: asyncpg.Connection,
@@ -498,7 +496,7 @@ async def test_wrong_key_and_unknown_user_are_typed_and_fail_only_their_device(
 
 @pytest.mark.parametrize("pg_server", ["embedded"], indirect=True)  # not about storage
 async def test_a_key_fixed_in_its_file_is_used_after_a_reload(
-    snmpd: Snmpd,  # noqa: F811
+    snmpd: Snmpd,
     db: Database,
     settings: Settings,
     conn: asyncpg.Connection,
@@ -537,7 +535,7 @@ async def test_a_key_fixed_in_its_file_is_used_after_a_reload(
 
 
 async def test_silent_agent_is_unreachable_then_reachable_and_others_go_on(
-    snmpd: Snmpd,  # noqa: F811
+    snmpd: Snmpd,
     second_snmpd: Snmpd,
     db: Database,
     settings: Settings,
@@ -616,7 +614,7 @@ async def test_silent_agent_is_unreachable_then_reachable_and_others_go_on(
 
 
 async def test_reboot_is_an_event_and_no_rate_spans_it(
-    snmpd: Snmpd,  # noqa: F811
+    snmpd: Snmpd,
     second_snmpd: Snmpd,
     db: Database,
     settings: Settings,

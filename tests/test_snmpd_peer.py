@@ -56,9 +56,7 @@ from tests.snmpd_agent import (
     Snmpd,
     SnmpdError,
     default_users,
-    fresh_snmpd,  # noqa: F401  (fixture)
     require_net_snmp,
-    snmpd,  # noqa: F401  (fixture)
 )
 
 pytestmark = pytest.mark.slow
@@ -182,7 +180,7 @@ def _counters(agent: Snmpd, *oids: str) -> list[int]:
 
 @pytest.mark.parametrize("user", AUTH_PRIV_USERS)
 async def test_each_user_reads_the_system_group(
-    snmpd: Snmpd,  # noqa: F811
+    snmpd: Snmpd,
     creds: Creds,
     engine: SnmpEngine,
     user: str,
@@ -203,7 +201,7 @@ async def test_each_user_reads_the_system_group(
 
 
 async def test_auth_only_user_reads_at_auth_no_priv(
-    snmpd: Snmpd,  # noqa: F811
+    snmpd: Snmpd,
     creds: Creds,
     engine: SnmpEngine,
 ) -> None:
@@ -223,7 +221,7 @@ async def test_auth_only_user_reads_at_auth_no_priv(
     [("sha1-aes256", "aes256c"), ("sha1-aes256c", "aes256")],
 )
 async def test_aes256_variants_differ_with_a_short_auth_digest(
-    snmpd: Snmpd,  # noqa: F811
+    snmpd: Snmpd,
     creds: Creds,
     engine: SnmpEngine,
     user: str,
@@ -244,7 +242,7 @@ async def test_aes256_variants_differ_with_a_short_auth_digest(
     [("sha256-aes256", "aes256c"), ("sha256-aes256c", "aes256")],
 )
 async def test_aes256_variants_agree_with_a_sha256_digest(
-    snmpd: Snmpd,  # noqa: F811
+    snmpd: Snmpd,
     creds: Creds,
     engine: SnmpEngine,
     user: str,
@@ -271,7 +269,7 @@ async def test_aes256_variants_agree_with_a_sha256_digest(
     ],
 )
 async def test_wrong_auth_is_wrong_digest(
-    snmpd: Snmpd,  # noqa: F811
+    snmpd: Snmpd,
     creds: Creds,
     engine: SnmpEngine,
     user: str,
@@ -287,7 +285,7 @@ async def test_wrong_auth_is_wrong_digest(
 
 
 async def test_wrong_priv_key_is_dropped_by_snmpd_so_times_out(
-    snmpd: Snmpd,  # noqa: F811
+    snmpd: Snmpd,
     creds: Creds,
     engine: SnmpEngine,
 ) -> None:
@@ -308,7 +306,7 @@ async def test_wrong_priv_key_is_dropped_by_snmpd_so_times_out(
 
 @pytest.mark.parametrize("level", ["authPriv", "noAuthNoPriv"])
 async def test_unknown_user(
-    snmpd: Snmpd,  # noqa: F811
+    snmpd: Snmpd,
     creds: Creds,
     engine: SnmpEngine,
     level: str,
@@ -325,7 +323,7 @@ async def test_unknown_user(
 
 
 async def test_privacy_for_an_auth_only_user_is_unsupported_security_level(
-    snmpd: Snmpd,  # noqa: F811
+    snmpd: Snmpd,
     creds: Creds,
     engine: SnmpEngine,
 ) -> None:
@@ -343,7 +341,7 @@ async def test_privacy_for_an_auth_only_user_is_unsupported_security_level(
     ids=["authNoPriv", "noAuthNoPriv"],
 )
 async def test_level_below_the_users_access_is_authorization_error(
-    snmpd: Snmpd,  # noqa: F811
+    snmpd: Snmpd,
     creds: Creds,
     engine: SnmpEngine,
     change: dict[str, None],
@@ -367,7 +365,7 @@ def _host_interfaces() -> set[str]:
 
 
 async def test_getbulk_ifxtable_has_lo_with_counter64_octets(
-    snmpd: Snmpd,  # noqa: F811
+    snmpd: Snmpd,
     creds: Creds,
     engine: SnmpEngine,
 ) -> None:
@@ -403,7 +401,7 @@ async def test_getbulk_ifxtable_has_lo_with_counter64_octets(
 
 
 async def test_host_resources_storage_and_processors(
-    snmpd: Snmpd,  # noqa: F811
+    snmpd: Snmpd,
     creds: Creds,
     engine: SnmpEngine,
 ) -> None:
@@ -439,7 +437,7 @@ async def test_host_resources_storage_and_processors(
 
 
 async def test_silent_agent_times_out_within_the_configured_timeout(
-    fresh_snmpd: Snmpd,  # noqa: F811
+    fresh_snmpd: Snmpd,
     creds: Creds,
     engine: SnmpEngine,
 ) -> None:
@@ -461,7 +459,7 @@ async def test_silent_agent_times_out_within_the_configured_timeout(
 
 
 async def test_client_recovers_after_reboot_and_sees_it(
-    fresh_snmpd: Snmpd,  # noqa: F811
+    fresh_snmpd: Snmpd,
     creds: Creds,
     engine: SnmpEngine,
 ) -> None:
@@ -487,7 +485,7 @@ async def test_client_recovers_after_reboot_and_sees_it(
 
 
 def test_harness_restart_is_a_reboot_and_keeps_the_port(
-    fresh_snmpd: Snmpd,  # noqa: F811
+    fresh_snmpd: Snmpd,
 ) -> None:
     port, boots, pid = fresh_snmpd.port, fresh_snmpd.engine_boots(), fresh_snmpd.pid
     fresh_snmpd.restart()
