@@ -12,6 +12,7 @@ per table once the device is known.
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -70,22 +71,34 @@ def interfaces(task: Task) -> Result:
     names: dict[str, dict[str, object]] = {}
     for index in table[IF.ifOperStatus]:
         name = text(table[IFX.ifName].get(index)) or f"ifIndex{'.'.join(map(str, index))}"
-        labels = {"interface": name}
         names[name] = {"index": index[0] if len(index) == 1 else list(index)}
         names[name]["alias"] = text(table[IFX.ifAlias].get(index))
         for column, (metric, unit, bits) in counters.items():
             value = optional(table[column].get(index), int)
             if value is not None:
-                key = SeriesKey.of(device, metric, labels, kind="counter", unit=unit, bits=bits)
+                key = _key(device, metric, name, "counter", unit, bits)
                 records.append(Sample(key, now, value))
-        records.extend(_state_samples(device, labels, table, index, now))
+        records.extend(_state_samples(device, name, table, index, now))
     records.append(DeviceFacts(device, now, {"interfaces": names}))
     return Result(host=task.host, result=records)
 
 
+@functools.lru_cache(maxsize=1 << 20)
+def _key(
+    device: str,
+    metric: str,
+    interface: str,
+    kind: Literal["gauge", "counter"] = "gauge",
+    unit: str = "",
+    bits: Literal[32, 64] = 64,
+) -> SeriesKey:
+    """The same key object poll after poll: built and hashed once, not per sample."""
+    return SeriesKey.of(device, metric, {"interface": interface}, kind=kind, unit=unit, bits=bits)
+
+
 def _state_samples(
     device: str,
-    labels: dict[str, str],
+    name: str,
     table: dict[Oid, dict[Oid, VarBind]],
     index: Oid,
     now: datetime,
@@ -94,13 +107,13 @@ def _state_samples(
     for column, metric in ((IF.ifAdminStatus, "ifAdminStatus"), (IF.ifOperStatus, "ifOperStatus")):
         status = optional(table[column].get(index), int)
         if status is not None:
-            out.append(Sample(SeriesKey.of(device, metric, labels), now, status))
+            out.append(Sample(_key(device, metric, name), now, status))
     high = optional(table[IFX.ifHighSpeed].get(index), int)
     speed = high * 1_000_000 if high else optional(table[IF.ifSpeed].get(index), int)
     if speed is not None:
-        out.append(Sample(SeriesKey.of(device, "ifSpeed", labels, unit="bit/s"), now, speed))
+        out.append(Sample(_key(device, "ifSpeed", name, unit="bit/s"), now, speed))
     disc = optional(table[IFX.ifCounterDiscontinuityTime].get(index), int)
     if disc is not None:
-        key = SeriesKey.of(device, "ifCounterDiscontinuityTime", labels, unit="ticks")
+        key = _key(device, "ifCounterDiscontinuityTime", name, unit="ticks")
         out.append(Sample(key, now, disc))
     return out
