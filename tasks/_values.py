@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TypeVar
 
-from netmon.errors import SnmpMalformedReplyError, SnmpNoSuchError
+from netmon.errors import SnmpEndOfMibError, SnmpMalformedReplyError, SnmpNoSuchError
 from netmon.snmp.oids import name_of
 from netmon.snmp.values import Missing, VarBind
 
@@ -16,6 +16,8 @@ T = TypeVar("T")
 
 def require(vb: VarBind, kind: type[T]) -> T:
     """The value, which must be present and of ``kind``."""
+    if vb.value is Missing.END_OF_MIB_VIEW:
+        raise SnmpEndOfMibError(f"{name_of(vb.oid)}: endOfMibView")
     if isinstance(vb.value, Missing):
         raise SnmpNoSuchError(f"{name_of(vb.oid)}: {vb.value.value}")
     if not isinstance(vb.value, kind) or isinstance(vb.value, bool):
