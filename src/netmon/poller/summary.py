@@ -61,15 +61,16 @@ def snapshot(service: PollerService, previous: tuple[float, int] | None) -> Snap
 
 def _table(s: Snapshot) -> Table:
     table = Table(title="netmon poller", show_header=True, header_style="bold")
-    for column in ("devices", "up", "down", "polls", "failed", "overruns", "samples/s"):
+    columns = ("devices", "up", "down", "polls", "failed", "overruns", "samples", "samples/s")
+    for column in columns:
         table.add_column(column, justify="right")
     table.add_row(
         str(s.devices), f"[green]{s.up}", f"[red]{s.down}" if s.down else "0", str(s.polls),
-        str(s.failed), str(s.overruns), f"{s.samples_per_s:,.0f}",
+        str(s.failed), str(s.overruns), f"{s.samples:,}", f"{s.samples_per_s:,.0f}",
     )  # fmt: skip
-    for when, device, error in s.last_errors:
-        table.add_row("", "", "", "", "", "", "", end_section=False)
-        table.caption = (table.caption or "") + f"\n{when[11:19]} {device}: {error[:90]}"
+    if s.last_errors:
+        lines = [f"{when[11:19]} {device}: {error[:90]}" for when, device, error in s.last_errors]
+        table.caption = "last errors:\n" + "\n".join(lines)
     return table
 
 
@@ -82,7 +83,7 @@ async def show_summary(service: PollerService, every: float = 10.0) -> None:
         live.start()
     try:
         while True:
-            await asyncio.sleep(1.0 if interactive else every)
+            await asyncio.sleep(2.0 if interactive else every)
             if service.poller is None:
                 continue
             snap = snapshot(service, previous)
