@@ -133,9 +133,12 @@ def _wait_for(proc: subprocess.Popen[str], needle: str, timeout: float) -> str:
 
 
 @contextlib.contextmanager
-def netmon_run(env: dict[str, str]) -> Iterator[subprocess.Popen[str]]:
+def netmon_run(env: dict[str, str], *args: str) -> Iterator[subprocess.Popen[str]]:
     """`netmon run` as a child; killed on the way out if the test did not stop it."""
-    proc = subprocess.Popen([*NETMON, "run"], env=env, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [*NETMON, "run", *args], env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+        text=True,
+    )  # fmt: skip
     try:
         yield proc
     finally:
@@ -203,3 +206,34 @@ def test_embedded_database_stops_after_a_killed_run_is_followed_by_a_clean_one(t
         if outlived:  # stop the server this test started, by its own PID
             os.kill(int(pid_file.read_text().split()[0]), signal.SIGINT)
     assert not outlived, "embedded PostgreSQL outlived the clean stop"
+
+
+@pytest.mark.slow
+def test_run_with_the_lab_polls_it_and_the_lab_takes_commands(tmp_path):
+    """The README's main command, small: embedded database, a lab of 3, the poller."""
+    env = {
+        **os.environ,
+        "NETMON_DATA_DIR": str(tmp_path / "data"),
+        "NETMON_LOG__FORMAT": "json",
+        "NETMON_LAB__BASE_PORT": "0",
+    }
+    env.pop("NETMON_DATABASE__URL", None)
+    with netmon_run(env, "--lab", "--lab-devices", "3") as proc:
+        log = _wait_for(proc, "poller started", timeout=90)
+        assert "lab started" in log
+        # lab-0003's turn comes 1.7 s into each minute; the summary follows within 10 s.
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline:
+            line = _wait_for(proc, "poller summary", timeout=15)
+            if '"polls": 0' not in line.splitlines()[-1]:
+                break
+        summary = json.loads(line.splitlines()[-1])
+        assert summary["polls"] >= 1
+        assert summary["failed"] == 0
+        silence = netmon("lab", "silence", "lab-0003", env=env)
+        assert silence.returncode == 0, silence.stderr
+        status = netmon("lab", "status", "--json", env=env)
+        assert status.returncode == 0, status.stderr
+        assert json.loads(status.stdout)["silenced"] == ["lab-0003"]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
