@@ -35,9 +35,11 @@ async def test_concurrent_upgrades_apply_each_migration_once(empty_url):
         with pytest.raises(SchemaOutdatedError):
             await check_schema(dbs[0])
         results = await asyncio.gather(*(upgrade(db) for db in dbs))
-        assert sorted(len(r) for r in results) == [0, 0, 1]
         await check_schema(dbs[0])
         status = await schema_status(dbs[0])
+        # One process applied every migration; the two others found nothing left to do.
+        assert sorted(len(r) for r in results) == [0, 0, len(status.migrations)]
+        assert len(status.migrations) >= 2
         assert status.current
         assert all(m.applied_at is not None for m in status.migrations)
     finally:
