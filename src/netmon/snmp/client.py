@@ -527,13 +527,13 @@ class SnmpClient:
 
         def counting(snmp_engine: Any, domain: Any, address: Any, message: Any) -> Any:
             before = int(parse_errors.syntax)
+            failed = True
             try:
-                return receive(snmp_engine, domain, address, message)
-            except Exception:
-                self._note_garbage(address)
-                raise
+                result = receive(snmp_engine, domain, address, message)
+                failed = False
+                return result
             finally:
-                if int(parse_errors.syntax) != before:
+                if failed or int(parse_errors.syntax) != before:
                     self._note_garbage(address)
 
         dispatcher.receive_message = counting

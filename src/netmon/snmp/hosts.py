@@ -3,10 +3,9 @@
 Nornir resolves ``host.data`` per top-level key: a host that sets ``snmp: {port: 16101}``
 would hide the group's ``snmp.user``. SNMP settings are therefore merged per key: defaults,
 then groups (farthest first), then the host. The merged result is validated by
-:func:`netmon.snmp.credentials.snmp_credentials` and cached until the host's data changes
-or :func:`forget_targets` is called (an inventory reload re-reads secrets: a key file
-fixed or rotated is used from then on, and a secret gone is reported), so a poll does not
-re-read secrets.
+:func:`netmon.snmp.credentials.snmp_credentials` once per Host object, so a poll does
+not re-read secrets; loading the inventory again (a reload) makes new Host objects, so a
+key file fixed or rotated is used from then on, and a secret gone is reported.
 """
 
 from __future__ import annotations
@@ -23,7 +22,7 @@ from netmon.snmp.credentials import snmp_credentials
 
 __all__ = ["forget_targets", "snmp_settings", "snmp_target"]
 
-_cache: dict[str, tuple[str, SnmpTarget]] = {}
+_cache: dict[str, tuple[Host, SnmpTarget]] = {}
 _lock = threading.Lock()
 
 
@@ -48,23 +47,28 @@ def snmp_settings(host: Host) -> dict[str, Any]:
 
 
 def snmp_target(host: Host) -> SnmpTarget:
-    """The validated target for ``host``; raises ConfigError naming the host and key."""
+    """The validated target for ``host``; raises ConfigError naming the host and key.
+
+    Cached per Host object: every task of every poll asks, and merging the settings and
+    resolving secrets each time is wasted work. A loaded inventory is new Host objects,
+    so a reload (or another inventory with the same names) resolves afresh.
+    """
+    with _lock:
+        cached = _cache.get(host.name)
+    if cached is not None and cached[0] is host:
+        return cached[1]
     settings = snmp_settings(host)
     if not settings:
         raise ConfigError(f"inventory host {host.name}: no snmp settings (snmp.user, ...)")
     address = host.hostname or host.name
-    fingerprint = repr((address, sorted(settings.items())))
-    with _lock:
-        cached = _cache.get(host.name)
-    if cached is not None and cached[0] == fingerprint:
-        return cached[1]
     target = SnmpTarget(host.name, address, snmp_credentials(host.name, settings))
     with _lock:
-        _cache[host.name] = (fingerprint, target)
+        _cache[host.name] = (host, target)
     return target
 
 
 def forget_targets() -> None:
-    """Drop every cached target: the next use re-reads and re-checks the secrets."""
+    """Drop every cached target (and the Host objects it holds); the next use re-reads
+    and re-checks the secrets."""
     with _lock:
         _cache.clear()
