@@ -1,5 +1,5 @@
 """netmon's Litestar application (installed as ``netmon.api``).
 
-Controllers, guards and WebSocket handlers arrive with the API issue; this package exists
-now so the layout of DESIGN.md and the install mapping are fixed from the first release.
+``app.create_app`` builds it; ``server.ApiServer`` serves it (inside ``netmon run`` or as
+``netmon api``). docs/api.md has the layout, the conventions and the endpoints.
 """

@@ -1,0 +1,191 @@
+"""Who is asking, and may they: bearer tokens, roles, site scope, rate limits.
+
+Every route but ``/health/*`` and ``/schema*`` needs a token (``Authorization: Bearer``;
+WebSockets may pass ``?access_token=`` as browsers cannot set their headers). Roles nest:
+viewer reads, operator also changes devices and reloads the inventory, admin also reads
+the audit log and manages tokens. A token limited to sites sees only those sites'
+devices; the rest answer 404 so that their names do not leak.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from litestar.connection import ASGIConnection
+from litestar.enums import ScopeType
+from litestar.exceptions import (
+    NotAuthorizedException,
+    NotFoundException,
+    PermissionDeniedException,
+    TooManyRequestsException,
+)
+from litestar.middleware.authentication import (
+    AbstractAuthenticationMiddleware,
+    AuthenticationResult,
+)
+from litestar.types import ASGIApp, Guard
+
+from netmon.config import Role
+from netmon.store.audit import Actor
+
+if TYPE_CHECKING:
+    from litestar.handlers.base import BaseRouteHandler
+
+    from netmon.api.tokens import TokenCache
+
+__all__ = [
+    "ROLE_RANK",
+    "AuthMiddleware",
+    "Principal",
+    "actor_of",
+    "check_role",
+    "check_site",
+    "requires",
+]
+
+ROLE_RANK: dict[Role, int] = {"viewer": 0, "operator": 1, "admin": 2}
+PUBLIC_PATHS = ["^/health/", "^/schema"]
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The token behind a request."""
+
+    token_id: int | None
+    name: str
+    role: Role
+    sites: frozenset[str] | None  # None: every site
+
+    def has(self, role: Role) -> bool:
+        return ROLE_RANK[self.role] >= ROLE_RANK[role]
+
+    def sees(self, site: str | None) -> bool:
+        return self.sites is None or (site is not None and site in self.sites)
+
+
+def check_role(connection: ASGIConnection[Any, Any, Any, Any], role: Role) -> None:
+    """401 without a token, 403 unless the token's role is ``role`` or above."""
+    user = connection.scope.get("user")
+    if not isinstance(user, Principal):
+        raise NotAuthorizedException("a token is required")
+    if not user.has(role):
+        raise PermissionDeniedException(
+            f"this needs the {role} role; the token {user.name!r} is {user.role}"
+        )
+
+
+def requires(role: Role) -> Guard:
+    """A route guard: :func:`check_role`. A coroutine function, because Litestar runs a
+    plain function guard in its thread pool: a thread hop per request, about a third of a
+    millisecond of the API's CPU at 64 connections (bench/api.py), for a check that does
+    no I/O."""
+
+    async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+        check_role(connection, role)
+
+    guard.__name__ = f"requires_{role}"
+    return guard
+
+
+def check_site(principal: Principal, site: str | None, what: str) -> None:
+    """404 for an object outside the token's sites, worded as for a missing one."""
+    if not principal.sees(site):
+        raise NotFoundException(f"{what} not found")
+
+
+def actor_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Actor:
+    """The audit log's view of the caller."""
+    user: Principal = connection.scope["user"]
+    client = connection.client.host if connection.client else None
+    return Actor(
+        name=user.name,
+        token_id=user.token_id,
+        role=user.role,
+        request_id=connection.scope.get("state", {}).get("request_id"),
+        client=client,
+    )
+
+
+class _Bucket:
+    """A token bucket: ``rate`` per second, bursts up to ``burst``."""
+
+    __slots__ = ("level", "stamp")
+
+    def __init__(self, burst: float) -> None:
+        self.level = burst
+        self.stamp = time.monotonic()
+
+
+class RateLimiter:
+    """Requests per minute per token, per process (a proxy in front of several workers
+    multiplies the limit by their number). Constant memory per token, no I/O."""
+
+    def __init__(self, per_minute: int) -> None:
+        self.rate = per_minute / 60.0
+        self.burst = max(per_minute / 6.0, 10.0)  # ten seconds' worth
+        self._buckets: dict[int | str, _Bucket] = {}
+
+    def take(self, key: int | str) -> float:
+        """0 if allowed, else the seconds to wait."""
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            if len(self._buckets) > 100_000:
+                self._buckets.clear()
+            bucket = self._buckets[key] = _Bucket(self.burst)
+        now = time.monotonic()
+        bucket.level = min(self.burst, bucket.level + (now - bucket.stamp) * self.rate)
+        bucket.stamp = now
+        if bucket.level >= 1.0:
+            bucket.level -= 1.0
+            return 0.0
+        return (1.0 - bucket.level) / self.rate
+
+
+def _bearer(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
+    header = connection.headers.get("authorization")
+    if header:
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            raise NotAuthorizedException("expected 'Authorization: Bearer <token>'")
+        return value.strip()
+    if connection.scope["type"] == ScopeType.WEBSOCKET:
+        return connection.query_params.get("access_token")
+    return None
+
+
+class AuthMiddleware(AbstractAuthenticationMiddleware):
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        tokens: TokenCache,
+        rate_limit: int,
+        exclude: list[str] | None = None,
+    ) -> None:
+        super().__init__(app, exclude=[*PUBLIC_PATHS, *(exclude or [])])
+        self.tokens = tokens
+        self.limiter = RateLimiter(rate_limit) if rate_limit else None
+
+    async def authenticate_request(
+        self, connection: ASGIConnection[Any, Any, Any, Any]
+    ) -> AuthenticationResult:
+        request_id = connection.headers.get("x-request-id")
+        if not request_id or len(request_id) > 100 or not request_id.isprintable():
+            request_id = uuid.uuid4().hex
+        connection.scope.setdefault("state", {})["request_id"] = request_id
+        token = _bearer(connection)
+        if not token:
+            raise NotAuthorizedException("a token is required: 'Authorization: Bearer <token>'")
+        principal = await self.tokens.principal(token)
+        if self.limiter is not None:
+            wait = self.limiter.take(principal.token_id or principal.name)
+            if wait:
+                retry = str(max(1, int(wait + 0.999)))
+                raise TooManyRequestsException(
+                    f"rate limit of this token exceeded; retry in {retry} s",
+                    headers={"Retry-After": retry},
+                )
+        return AuthenticationResult(user=principal, auth=token)

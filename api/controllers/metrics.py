@@ -1,0 +1,294 @@
+"""/api/v1/metrics: newest values and ranges of the series a selector picks, and
+/api/v1/devices/{id}/series: what a device measures."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
+
+import msgspec
+from litestar import Controller, Request, get
+from litestar.exceptions import NotFoundException, ValidationException
+from litestar.openapi.spec import Example
+from litestar.params import KwargDefinition, QueryParameter
+
+from netmon.api.auth import Principal, requires
+from netmon.api.context import Ctx
+from netmon.api.problems import responses
+from netmon.api.schemas.common import (
+    CursorId,
+    CursorQuery,
+    Id,
+    LimitQuery,
+    decode_cursor,
+    encode_cursor,
+    parse_time,
+    time_query,
+)
+from netmon.api.schemas.metrics import (
+    LastValues,
+    RangeResponse,
+    SeriesPage,
+    last_values_out,
+    range_out,
+    series_out,
+)
+from netmon.durations import parse_duration
+from netmon.errors import QueryError
+from netmon.store.queries import last_values, range_query
+from netmon.store.series import SeriesInfo, select_series
+
+__all__ = ["MetricsQueryController", "SeriesController", "lookback_window", "range_window"]
+
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9._:/@-]*$"
+_METRIC = r"^[A-Za-z_][A-Za-z0-9_.:-]*$"
+# key=value; the value is free text (interface names hold spaces and slashes) but never NUL,
+# which PostgreSQL text cannot hold.
+_LABEL = r"^[A-Za-z_][A-Za-z0-9_.-]{0,99}=[^\x00]{0,300}$"
+_DURATION = r"^[0-9]{1,9}(ms|s|m|h|d|w)$"
+RAW_SPAN_MAX = timedelta(days=1)  # raw samples without a step: at most a day per request
+LOOKBACK_MAX = timedelta(days=7)
+_TIME_MIN = datetime.min.replace(tzinfo=UTC)
+
+# Items of repeated parameters: msgspec checks the Meta, and the KwargDefinition repeats it
+# for the OpenAPI document (Litestar reads neither a Meta nor a Parameter of list items for
+# both purposes).
+DevicesQuery = Annotated[
+    list[
+        Annotated[
+            str,
+            msgspec.Meta(max_length=200, pattern=_NAME),
+            KwargDefinition(max_length=200, pattern=_NAME),
+        ]
+    ]
+    | None,
+    QueryParameter(name="device", max_items=100, description="Device name (repeat for several)."),
+]
+MetricsQuery = Annotated[
+    list[
+        Annotated[
+            str,
+            msgspec.Meta(max_length=200, pattern=_METRIC),
+            KwargDefinition(max_length=200, pattern=_METRIC),
+        ]
+    ]
+    | None,
+    QueryParameter(
+        name="metric",
+        max_items=50,
+        description="Metric name, e.g. ifHCInOctets:rate (repeat).",
+        examples=[Example(value=["ifHCInOctets:rate"])],
+    ),
+]
+LabelsQuery = Annotated[
+    list[
+        Annotated[
+            str,
+            msgspec.Meta(max_length=401, pattern=_LABEL),
+            KwargDefinition(max_length=401, pattern=_LABEL),
+        ]
+    ]
+    | None,
+    QueryParameter(
+        name="label",
+        max_items=20,
+        description="`key=value` a series' labels must hold, e.g. interface=eth0 (repeat).",
+    ),
+]
+
+
+def _labels(items: list[str] | None) -> dict[str, str] | None:
+    """The labels a series must hold; None for two values of one key, which no series holds
+    (one label has one value), so that the selector matches nothing."""
+    labels: dict[str, str] = {}
+    for item in items or ():
+        key, _, value = item.partition("=")
+        if labels.setdefault(key, value) != value:
+            return None
+    return labels
+
+
+async def _select(
+    ctx: Ctx,
+    conn: Any,
+    user: Principal,
+    devices: list[str] | None,
+    metrics: list[str] | None,
+    labels: list[str] | None,
+) -> list[SeriesInfo]:
+    if not devices and not metrics:
+        raise ValidationException(
+            "give at least one device or metric",
+            extra=[{"key": "device", "message": "device or metric is required"}],
+        )
+    wanted = _labels(labels)
+    if wanted is None:
+        return []
+    cap = ctx.settings.api.series_max
+    found = await select_series(
+        conn,
+        limit=cap + 1,
+        devices=devices,
+        metrics=metrics,
+        labels=wanted,
+        sites=user.sites,
+    )
+    if len(found) > cap:
+        raise ValidationException(
+            f"the selector matches more than {cap} series; narrow it with device, metric or label",
+            extra=[{"key": "metric", "message": f"more than {cap} series"}],
+        )
+    return found
+
+
+class MetricsQueryController(Controller):
+    path = "/api/v1/metrics"
+    tags = ["metrics"]
+    guards = [requires("viewer")]
+
+    @get("/last", summary="Newest value of each selected series", responses=responses())
+    async def last(
+        self,
+        ctx: Ctx,
+        request: Request[Principal, Any, Any],
+        device: DevicesQuery = None,
+        metric: MetricsQuery = None,
+        label: LabelsQuery = None,
+        lookback: Annotated[
+            str,
+            QueryParameter(
+                pattern=_DURATION, description="How far back to look for a value (max 7d)."
+            ),
+        ] = "1h",
+    ) -> LastValues:
+        """Series with no sample within `lookback` are left out."""
+        window = lookback_window(lookback)
+        async with ctx.db.pool.acquire() as conn:
+            series = await _select(ctx, conn, request.user, device, metric, label)
+            values = await last_values(conn, [s.id for s in series], window)
+        return last_values_out(series, values)
+
+    @get(
+        "/range", summary="Values of each selected series over a time range", responses=responses()
+    )
+    async def range(
+        self,
+        ctx: Ctx,
+        request: Request[Principal, Any, Any],
+        device: DevicesQuery = None,
+        metric: MetricsQuery = None,
+        label: LabelsQuery = None,
+        start: Annotated[str | None, time_query("default: an hour before end.")] = None,
+        end: Annotated[str | None, time_query("default: now.")] = None,
+        step: Annotated[
+            str | None,
+            QueryParameter(
+                pattern=_DURATION,
+                description="Aggregate into steps (60s, 5m, 1h): avg/min/max/last/count "
+                "per step. Without it, raw samples (at most a day).",
+            ),
+        ] = None,
+        resolution: Annotated[
+            Literal["auto", "raw", "5m", "1h"],
+            QueryParameter(description="auto picks raw, 5-minute or 1-hour data by step and age."),
+        ] = "auto",
+    ) -> RangeResponse:
+        now = datetime.now(UTC)
+        start_, end_, step_ = range_window(start, end, step, ctx.settings.api.range_max, now)
+        chosen = None if resolution == "auto" else resolution
+        async with ctx.db.pool.acquire() as conn:
+            series = await _select(ctx, conn, request.user, device, metric, label)
+            try:
+                results = [
+                    await range_query(
+                        conn, s.id, start_, end_, step_, ctx.settings.storage, now, chosen
+                    )
+                    for s in series
+                ]
+            except QueryError as exc:
+                raise ValidationException(
+                    str(exc), extra=[{"key": "step", "message": str(exc)}]
+                ) from exc
+        return range_out(start_, end_, step_, series, results)
+
+
+def lookback_window(lookback: str) -> timedelta:
+    return _duration("lookback", lookback, LOOKBACK_MAX)
+
+
+def range_window(
+    start: str | None, end: str | None, step: str | None, range_max: timedelta, now: datetime
+) -> tuple[datetime, datetime, timedelta | None]:
+    """The range a query asks for, checked against the rules that span its parameters
+    (the schemathesis hooks ask the same question of generated requests)."""
+    end_ = parse_time("end", end) or now
+    start_ = parse_time("start", start) or end_ - min(timedelta(hours=1), end_ - _TIME_MIN)
+    if end_ <= start_:
+        raise ValidationException(
+            "end must be after start", extra=[{"key": "end", "message": "before start"}]
+        )
+    span = end_ - start_
+    if span > range_max:
+        raise ValidationException(
+            f"the range spans {span}; at most {range_max}",
+            extra=[{"key": "start", "message": "range too long"}],
+        )
+    step_ = _duration("step", step, range_max) if step else None
+    if step_ is None and span > RAW_SPAN_MAX:
+        raise ValidationException(
+            "raw samples are served for at most a day per request; give a step",
+            extra=[{"key": "step", "message": "required for ranges over a day"}],
+        )
+    return start_, end_, step_
+
+
+def _duration(name: str, text: str, most: timedelta) -> timedelta:
+    try:
+        value = parse_duration(text)
+    except ValueError:  # the pattern admits it; more days than a timedelta holds
+        value = timedelta.max
+    if value < timedelta(seconds=1) or value > most:
+        raise ValidationException(
+            f"{name} must be between 1s and {most}",
+            extra=[{"key": name, "message": "out of range"}],
+        )
+    return value
+
+
+class SeriesController(Controller):
+    path = "/api/v1/devices/{device_id:int}/series"
+    tags = ["devices"]
+    guards = [requires("viewer")]
+
+    @get("/", summary="The series a device has", responses=responses(404))
+    async def series(
+        self,
+        ctx: Ctx,
+        request: Request[Principal, Any, Any],
+        device_id: Id,
+        metric: MetricsQuery = None,
+        label: LabelsQuery = None,
+        limit: LimitQuery = 1000,
+        cursor: CursorQuery = None,
+    ) -> SeriesPage:
+        after = decode_cursor(cursor, CursorId) if cursor else 0
+        async with ctx.db.pool.acquire() as conn:
+            site = await conn.fetchrow("SELECT site FROM devices WHERE id = $1", device_id)
+            if site is None or not request.user.sees(site["site"]):
+                raise NotFoundException(f"device {device_id} not found")
+            wanted = _labels(label)
+            found = (
+                await select_series(
+                    conn,
+                    limit=limit + 1,
+                    device_id=device_id,
+                    metrics=metric,
+                    labels=wanted,
+                    after_id=after,
+                )
+                if wanted is not None
+                else []
+            )
+        items = [series_out(s) for s in found[:limit]]
+        more = len(found) > limit
+        return SeriesPage(items=items, next_cursor=encode_cursor(items[-1].id) if more else None)

@@ -1,0 +1,146 @@
+"""/api/v1/silences: maintenance windows. A silence holds back the notifications of the
+alerts its matchers match, between its start and its end (alerts still open and show on
+/ws/alerts). Operators add and expire them; silences from the rules file are read-only.
+
+A token limited to sites sees and makes only silences confined to its sites: with a
+matcher ``site="<one of them>"``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+import asyncpg
+from litestar import Controller, Request, delete, get, post
+from litestar.exceptions import NotFoundException, PermissionDeniedException
+from litestar.params import QueryParameter
+
+from netmon.alerts import silences
+from netmon.alerts.silences import SilenceRow
+from netmon.api.auth import Principal, actor_of, requires
+from netmon.api.context import Ctx
+from netmon.api.problems import Conflict, responses
+from netmon.api.schemas.alerts import SilenceCreate, SilencePage, checked_matchers, silence_window
+from netmon.api.schemas.common import (
+    CursorId,
+    CursorQuery,
+    Id,
+    LimitQuery,
+    StrictJSONBody,
+    decode_cursor,
+    encode_cursor,
+)
+from netmon.store.audit import record_audit
+
+__all__ = ["SilenceController"]
+
+
+def _confined(user: Principal, matchers: list[str]) -> bool:
+    return user.sites is None or bool(set(matchers) & set(silences.site_matchers(user.sites)))
+
+
+async def _visible(
+    conn: asyncpg.Connection, user: Principal, silence_id: int, *, lock: bool = False
+) -> SilenceRow:
+    silence = await silences.get_silence(conn, silence_id, lock=lock)
+    if silence is None or not _confined(user, silence.matchers):
+        raise NotFoundException(f"silence {silence_id} not found")
+    return silence
+
+
+class SilenceController(Controller):
+    path = "/api/v1/silences"
+    tags = ["alerts"]
+    guards = [requires("viewer")]
+
+    @get("/", summary="List silences, newest first", responses=responses())
+    async def list_silences(
+        self,
+        ctx: Ctx,
+        request: Request[Principal, Any, Any],
+        wanted: Annotated[
+            Literal["active", "pending", "expired", "all"], QueryParameter(name="state")
+        ] = "active",
+        limit: LimitQuery = 100,
+        cursor: CursorQuery = None,
+    ) -> SilencePage:
+        """`active` (default): in force now; `pending`: not started; `expired`: ended."""
+        before = decode_cursor(cursor, CursorId) if cursor else None
+        async with ctx.db.pool.acquire() as conn:
+            rows = await silences.list_silences(
+                conn,
+                limit=limit + 1,
+                before_id=before,
+                state=None if wanted == "all" else wanted,
+                sites=request.user.sites,
+            )
+        items = rows[:limit]
+        more = len(rows) > limit
+        return SilencePage(items=items, next_cursor=encode_cursor(items[-1].id) if more else None)
+
+    @get("/{silence_id:int}", summary="One silence", responses=responses(404))
+    async def silence(
+        self, ctx: Ctx, request: Request[Principal, Any, Any], silence_id: Id
+    ) -> SilenceRow:
+        async with ctx.db.pool.acquire() as conn:
+            return await _visible(conn, request.user, silence_id)
+
+    @post(
+        "/",
+        summary="Silence alerts for a while",
+        guards=[requires("operator")],
+        responses=responses(422),
+    )
+    async def create(
+        self,
+        ctx: Ctx,
+        request: Request[Principal, Any, Any],
+        data: StrictJSONBody[SilenceCreate],
+    ) -> SilenceRow:
+        """Matchers in Alertmanager's syntax (`site="lon1"`, `device=~"core-.*"`), all of
+        which an alert must match. A matcher that is not one, or a window that ends before
+        it starts or in the past: 422 naming the field."""
+        matchers = checked_matchers("matchers", data.matchers, at_least_one=True)
+        user = request.user
+        if not _confined(user, matchers):
+            sites = ", ".join(sorted(user.sites or ()))
+            raise PermissionDeniedException(
+                f"the token {user.name!r} is limited to {sites}: a silence it makes needs "
+                'a matcher site="<site>" for one of them'
+            )
+        starts, ends = silence_window(data, datetime.now(UTC))
+        actor = actor_of(request)
+        async with ctx.db.pool.acquire() as conn, conn.transaction():
+            row = await silences.insert_silence(
+                conn,
+                matchers=matchers,
+                starts_at=starts,
+                ends_at=ends,
+                comment=data.comment,
+                created_by=actor.name,
+            )
+            await record_audit(conn, actor, "create", "silence", str(row.id), None, row)
+        return row
+
+    @delete(
+        "/{silence_id:int}",
+        summary="Expire a silence (it ends now)",
+        guards=[requires("operator")],
+        responses=responses(404, 409),
+    )
+    async def expire(self, ctx: Ctx, request: Request[Principal, Any, Any], silence_id: Id) -> None:
+        """The silence stays, expired, for the record; expiring it again changes
+        nothing. Silences from the rules file: 409."""
+        async with ctx.db.pool.acquire() as conn, conn.transaction():
+            before = await _visible(conn, request.user, silence_id, lock=True)
+            if before.source != "api":
+                raise Conflict(
+                    f"silence {silence_id} ({before.name}) comes from the rules file; "
+                    "change it there"
+                )
+            after = await silences.expire_silence(conn, silence_id)
+            if after is not None:
+                await record_audit(
+                    conn, actor_of(request), "expire", "silence", str(silence_id), before, after
+                )

@@ -1,0 +1,148 @@
+"""One error shape for every 4xx and 5xx: problem details (RFC 9457).
+
+``{"type", "title", "status", "detail", "instance"}``, plus ``errors`` (which field, and
+why) when input failed validation. Routes declare the problems they can answer with
+``responses(...)``, so the OpenAPI document tells clients the truth about errors too.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any
+
+import msgspec
+from litestar import Request, Response
+from litestar.exceptions import ClientException, HTTPException, ValidationException
+from litestar.openapi.datastructures import ResponseSpec
+
+from netmon.logs import get_logger
+from netmon.store.database import is_connection_error
+
+__all__ = [
+    "PROBLEM_JSON",
+    "Conflict",
+    "FieldError",
+    "Problem",
+    "handle_exception",
+    "problem",
+    "responses",
+]
+
+log = get_logger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+
+
+class Conflict(ClientException):
+    """409: the request is sound, but the resource's state does not allow it now."""
+
+    status_code = HTTPStatus.CONFLICT
+
+
+class FieldError(msgspec.Struct, frozen=True):
+    field: str
+    message: str
+
+
+class Problem(msgspec.Struct, frozen=True, omit_defaults=True):
+    type: str  # always sent, though RFC 9457 lets "about:blank" be left out
+    title: str
+    status: int
+    detail: str | None = None
+    instance: str | None = None
+    errors: list[FieldError] | None = None
+
+
+_DESCRIPTIONS = {
+    400: "The request is malformed or a value is invalid; `errors` names the fields.",
+    401: "No valid token: send `Authorization: Bearer <token>`.",
+    403: "The token's role does not allow this.",
+    404: "No such resource (or it is outside the token's sites).",
+    405: "The method is not allowed on this path.",
+    409: "The request conflicts with the resource's state.",
+    413: "The request body is too large.",
+    429: "Too many requests for this token; retry after `Retry-After` seconds.",
+    500: "netmon failed; the log holds the details.",
+    503: "A dependency (the database) is not available now.",
+}
+
+
+def responses(*codes: int) -> dict[int, ResponseSpec]:
+    """OpenAPI entries for the problems a route can answer with; every authenticated route
+    can also answer 400, 401, 403, 429, 500 and 503, so they are always included."""
+    every = {400, 401, 403, 429, 500, 503, *codes}
+    return {
+        code: ResponseSpec(
+            data_container=Problem,
+            description=_DESCRIPTIONS.get(code, HTTPStatus(code).phrase),
+            media_type=PROBLEM_JSON,
+            generate_examples=False,
+        )
+        for code in sorted(every)
+    }
+
+
+def problem(
+    status: int, detail: str | None, instance: str | None = None, **extra: Any
+) -> Response[Problem]:
+    body = Problem(
+        type="about:blank",
+        title=HTTPStatus(status).phrase,
+        status=status,
+        detail=detail,
+        instance=instance,
+        **extra,
+    )
+    return Response(body, status_code=status, media_type=PROBLEM_JSON)
+
+
+def _field_errors(extra: Any) -> list[FieldError] | None:
+    if not isinstance(extra, list):
+        return None
+    errors = []
+    for item in extra:
+        if isinstance(item, dict):
+            key = item.get("key") or item.get("source") or ""
+            errors.append(FieldError(field=str(key), message=str(item.get("message", ""))))
+    return errors or None
+
+
+def _reason(request: Request[Any, Any, Any], exc: HTTPException) -> str | None:
+    """The exception's detail, or for Litestar's own (which repeat the title) the reason."""
+    status = exc.status_code
+    if exc.detail and exc.detail != HTTPStatus(status).phrase:
+        return exc.detail
+    if status == 404:
+        return f"nothing at {request.url.path}"
+    if status == 405:
+        allowed = {k.lower(): v for k, v in (exc.headers or {}).items()}.get("allow", "")
+        return f"{request.method} is not allowed on {request.url.path}; allowed: {allowed}"
+    if status == 413:
+        try:
+            limit = request.route_handler.resolve_request_max_body_size()
+        except (KeyError, AttributeError):
+            limit = None
+        return (
+            f"the request body is over {limit} bytes" if limit else "the request body is too large"
+        )
+    return exc.detail or None
+
+
+def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
+    path = request.url.path
+    if isinstance(exc, HTTPException):
+        status = exc.status_code
+        errors = _field_errors(exc.extra) if isinstance(exc, ValidationException) else None
+        response = problem(status, _reason(request, exc), path, errors=errors)
+        if exc.headers:
+            response.headers.update(exc.headers)
+        if status == 401:
+            response.headers.setdefault("WWW-Authenticate", 'Bearer realm="netmon"')
+        return response
+    if is_connection_error(exc):
+        log.warning("database unreachable", path=path, error=f"{type(exc).__name__}: {exc}")
+        response = problem(503, "the database is not reachable; retry shortly", path)
+        response.headers["Retry-After"] = "5"
+        return response
+    log.exception("request failed", path=path, method=request.method)
+    return problem(500, "internal error; see the netmon log", path)
