@@ -1,0 +1,2 @@
+"""Alerting: rules evaluated in the ingest stream, alerts with a lifecycle, silences, and
+notifications by WebSocket and signed webhooks (docs/alerts.md)."""
