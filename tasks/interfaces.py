@@ -12,17 +12,17 @@ per table once the device is known.
 
 from __future__ import annotations
 
-import functools
 from datetime import UTC, datetime
 from typing import Literal
 
 from nornir.core.task import Result, Task
 
-from netmon.records import DeviceFacts, Record, Sample, SeriesKey
+from netmon.records import DeviceFacts, Record, Sample
 from netmon.snmp.client import shared_client
 from netmon.snmp.hosts import snmp_target
 from netmon.snmp.oids import IF, IFX, Oid
 from netmon.snmp.values import VarBind
+from netmon.tasks._interface_keys import interface_key as _key
 from netmon.tasks._values import optional, text
 from netmon.tasks._walk import known_rows, walk_sized
 
@@ -81,19 +81,6 @@ def interfaces(task: Task) -> Result:
         records.extend(_state_samples(device, name, table, index, now))
     records.append(DeviceFacts(device, now, {"interfaces": names}))
     return Result(host=task.host, result=records)
-
-
-@functools.lru_cache(maxsize=1 << 20)
-def _key(
-    device: str,
-    metric: str,
-    interface: str,
-    kind: Literal["gauge", "counter"] = "gauge",
-    unit: str = "",
-    bits: Literal[32, 64] = 64,
-) -> SeriesKey:
-    """The same key object poll after poll: built and hashed once, not per sample."""
-    return SeriesKey.of(device, metric, {"interface": interface}, kind=kind, unit=unit, bits=bits)
 
 
 def _state_samples(
