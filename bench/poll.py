@@ -2,11 +2,11 @@
 
     python bench/poll.py [--quick] [--sizes 1000,5000] [--runs N] [--database-url URL]
 
-Set-up (not measured): the built-in lab runs in a process of its own (``netmon lab``) with
-N devices of 8 interfaces each, SNMPv3 authPriv SHA/AES-128; netmon's poller runs in this
-process on a fresh database, every device every 60 s (--quick: 50 devices every 5 s) with
-the tasks system, interfaces and resources, exactly as ``netmon run`` would (scheduler,
-Nornir tasks, ingest pipeline, batcher, COPY, poll health).
+Set-up (not measured): the built-in lab runs in a process of its own (``netmon lab
+--snmp-only``) with N devices of 8 interfaces each, SNMPv3 authPriv SHA/AES-128; netmon's
+poller runs in this process on a fresh database, every device every 60 s (--quick: 50
+devices every 5 s) with the tasks system, interfaces and resources, exactly as ``netmon
+run`` would (scheduler, Nornir tasks, ingest pipeline, batcher, COPY, poll health).
 
 Measured: after two whole intervals of warm-up (every device polled twice: engine IDs
 discovered, USM rows made, walks sized, rate series created), one more interval. In that
@@ -39,15 +39,10 @@ from pathlib import Path
 from typing import Any
 
 from _contract import environment, main, repeat, stderr
+from _lab import LabProcess, polling
 
-from netmon.config import load_settings
 from netmon.lab import AUTH_KEY_ENV, DEFAULT_AUTH_KEY, DEFAULT_PRIV_KEY, PRIV_KEY_ENV
-from netmon.poller.service import PollerService
 from netmon.snmp.client import shared_client
-from netmon.store.batcher import Batcher
-from netmon.store.database import Database
-from netmon.store.schema import upgrade
-from netmon.store.writer import SampleWriter
 
 BASE_PORT = 20000  # below Linux's ephemeral ports (32768+), which clients take
 BASELINE_DEVICES = 200
@@ -70,51 +65,6 @@ def options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--interval", type=float, default=None, help="poll interval, seconds")
 
 
-class LabProcess:
-    """``netmon lab`` in a process of its own, with its inventory written to ``folder``."""
-
-    def __init__(self, devices: int, folder: Path) -> None:
-        self.devices = devices
-        self.folder = folder
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def __enter__(self) -> LabProcess:
-        netmon = shutil.which("netmon") or str(Path(sys.executable).parent / "netmon")
-        self.proc = subprocess.Popen(
-            [
-                netmon,
-                "lab",
-                "--devices",
-                str(self.devices),
-                "--interfaces",
-                str(INTERFACES),
-                "--base-port",
-                str(BASE_PORT),
-                "--write-inventory",
-                str(self.folder),
-                "--control",
-                str(self.folder / "lab.sock"),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 60
-        while not (self.folder / "hosts.yaml").exists() or not (self.folder / "lab.sock").exists():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the lab did not start")
-            time.sleep(0.1)
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
 def set_interval(folder: Path, interval: float) -> None:
     groups = folder / "groups.yaml"
     groups.write_text(
@@ -125,23 +75,7 @@ def set_interval(folder: Path, interval: float) -> None:
 async def measure_netmon(
     url: str, scratch: Path, inventory: Path, interval: float
 ) -> dict[str, float]:
-    settings = load_settings(
-        None,
-        data_dir=scratch / "data",
-        database={"url": url},
-        poller={"inventory": str(inventory), "jitter": "0s"},
-        log={"level": "warning"},
-    )
-    db = Database(settings.database, settings.data_dir)
-    await db.start()
-    await upgrade(db)
-    writer = SampleWriter(db, settings)
-    await writer.start()
-    batcher = Batcher(writer, settings.writer)
-    batcher.start()
-    service = PollerService(settings, db, batcher, inventory)
-    try:
-        await service.start()
+    async with polling(url, scratch, inventory) as service:
         assert service.poller is not None
         stats, client = service.poller.stats, shared_client()
         # Two intervals: the first poll discovers and sizes; the second makes the rate
@@ -156,7 +90,7 @@ async def measure_netmon(
         wall = time.monotonic() - wall
         polls = stats.polls - polls
         values = client.stats["values"] - values
-        figures = {
+        return {
             "devices_per_min_per_core": polls / (cpu / 60),
             "cpu_ms_per_device_poll": cpu * 1000 / polls,
             "cpu_ms_per_value": cpu * 1000 / values,
@@ -166,12 +100,6 @@ async def measure_netmon(
             "failed_polls": float(stats.failed - failed),
             "values_per_device_poll": values / polls,
         }
-    finally:
-        await service.stop()
-        await batcher.close()
-        await writer.close()
-        await db.stop()
-    return figures
 
 
 def measure_pysnmp(devices: int) -> dict[str, float]:
@@ -253,7 +181,9 @@ async def bench(args: argparse.Namespace, url: str, scratch: Path) -> dict[str, 
         for size in sizes:
             folder = scratch / f"lab-{size}-{index}"
             stderr.print(f"[bold]{size} devices[/bold]: lab starting")
-            with LabProcess(size, folder):
+            with LabProcess(
+                size, folder, base_port=BASE_PORT, interfaces=INTERFACES, snmp_only=True
+            ):
                 set_interval(folder, interval)
                 stderr.print("  baseline: bare pysnmp loop")
                 bare = await asyncio.to_thread(measure_pysnmp, size)

@@ -101,7 +101,19 @@ def _servers() -> list[str]:
 @pytest.fixture(scope="session", params=_servers())
 def pg_server(request: pytest.FixtureRequest) -> Iterator[PgServer]:
     """A real PostgreSQL server with a migrated template database."""
-    if request.param == "system":
+    yield from _server_with_template(request, request.param)
+
+
+@pytest.fixture(scope="session")
+def one_pg_server(request: pytest.FixtureRequest) -> Iterator[PgServer]:
+    """One server for tests whose subject is not storage (the API): the system one when
+    configured, else the embedded one."""
+    kind = "system" if os.environ.get(SYSTEM_URL_ENV) else "embedded"
+    yield from _server_with_template(request, kind)
+
+
+def _server_with_template(request: pytest.FixtureRequest, kind: str) -> Iterator[PgServer]:
+    if kind == "system":
         url = os.environ.get(SYSTEM_URL_ENV)
         if not url:
             pytest.skip(f"{SYSTEM_URL_ENV} is not set")
@@ -159,19 +171,21 @@ async def conn(db: Database) -> AsyncIterator[asyncpg.Connection]:
 
 @pytest.fixture
 def lab_keys(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The built-in lab's SNMP keys in the environment, where its inventory refers."""
-    from netmon.lab import AUTH_KEY_ENV, DEFAULT_AUTH_KEY, DEFAULT_PRIV_KEY, PRIV_KEY_ENV
+    """The built-in lab's secrets in the environment, where its inventory refers."""
+    from netmon.lab import LAB_SECRETS
 
-    monkeypatch.setenv(AUTH_KEY_ENV, DEFAULT_AUTH_KEY)
-    monkeypatch.setenv(PRIV_KEY_ENV, DEFAULT_PRIV_KEY)
+    for name, value in LAB_SECRETS.items():
+        monkeypatch.setenv(name, value)
 
 
 @pytest.fixture
 async def lab(request: pytest.FixtureRequest, lab_keys: None) -> AsyncIterator[Any]:
-    """A small lab on ephemeral ports: 3 devices; ``@pytest.mark.lab(interfaces=N)``."""
+    """A small lab on ephemeral ports: 3 devices, SNMP only;
+    ``@pytest.mark.lab(interfaces=N, ssh=True)`` (ssh: lab-0002 NETCONF, lab-0003 CLI)."""
     from netmon.lab import Lab
 
     marker = request.node.get_closest_marker("lab")
     interfaces = marker.kwargs.get("interfaces", 4) if marker else 4
-    async with Lab(devices=3, base_port=0, interfaces=interfaces) as running:
+    ssh = marker.kwargs.get("ssh", False) if marker else False
+    async with Lab(devices=3, base_port=0, interfaces=interfaces, ssh=ssh) as running:
         yield running

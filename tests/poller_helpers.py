@@ -20,7 +20,9 @@ from netmon.store.writer import SampleWriter
 def fast_inventory(
     lab: Lab, folder: Path, *, interval: str = "1s", tasks: list[str] | None = None
 ) -> Path:
-    """The lab's inventory, polled every ``interval`` with a 1 s timeout and no retry."""
+    """The lab's inventory, polled every ``interval`` with a 1 s timeout and no retry.
+    For an SNMP-only lab (``Lab(ssh=False)``): every host gets ``tasks``."""
+    assert not lab.params.ssh, "fast_inventory writes the SNMP group only: use Lab(ssh=False)"
     write_inventory(lab, folder)
     names = tasks or ["system", "interfaces", "resources"]
     (folder / "groups.yaml").write_text(

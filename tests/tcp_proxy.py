@@ -12,8 +12,9 @@ import asyncio
 import contextlib
 import socket
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
-__all__ = ["TcpProxy"]
+__all__ = ["TcpProxy", "proxy_for", "through"]
 
 _CHUNK = 1 << 16
 
@@ -107,3 +108,19 @@ class TcpProxy:
 
     async def close(self) -> None:
         await self.cut()
+
+
+def proxy_for(url: str) -> TcpProxy:
+    """A proxy to the server of ``url``: TCP, or the Unix socket the embedded server uses."""
+    parts = urlsplit(url)
+    socket_dir = parse_qs(parts.query).get("host", [""])[0]
+    if socket_dir.startswith("/"):
+        return TcpProxy(unix_path=Path(socket_dir) / f".s.PGSQL.{parts.port or 5432}")
+    assert parts.hostname == "127.0.0.1"
+    return TcpProxy(host=parts.hostname, port=parts.port or 5432)
+
+
+def through(proxy: TcpProxy, url: str) -> str:
+    """``url`` with the proxy in the way."""
+    parts = urlsplit(url)
+    return f"postgresql://{parts.username or 'postgres'}@127.0.0.1:{proxy.port}{parts.path}"

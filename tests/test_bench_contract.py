@@ -16,10 +16,34 @@ from tests.conftest import SYSTEM_URL_ENV, with_database
 BENCH = Path(__file__).parent.parent / "bench"
 
 REQUIRED = {
+    "api": {
+        "figures": {
+            "rps_device",
+            "rps_last",
+            "rps_range",
+            "p99_ms_device",
+            "p99_ms_last",
+            "p99_ms_range",
+            "ws_p99_ms",
+            "ws_gaps",
+        },
+        "baseline": {"rps", "rps_device"},
+        "ratio": {"rps_device", "p99_ms_device"},
+    },
+    "alerts": {
+        "figures": {"ws_p99_ms", "webhook_p99_ms", "eval_samples_per_s"},
+        "baseline": {"samples_per_s", "eval_samples_per_s"},
+        "ratio": {"eval_samples_per_s"},
+    },
     "ingest": {
         "figures": {"samples_per_s", "bytes_per_sample"},
         "baseline": {"samples_per_s"},
         "ratio": {"samples_per_s"},
+    },
+    "netconf": {
+        "figures": {"cpu_ms_per_device", "backup_cpu_ms_per_device", "collect_cpu_ms_per_device"},
+        "baseline": {"cpu_ms_per_device", "backup_cpu_ms_per_device"},
+        "ratio": {"cpu_ms_per_device", "collect_cpu_ms_per_device"},
     },
     "poll": {
         "figures": {"devices_per_min_per_core", "cpu_ms_per_value", "overruns_at_50"},

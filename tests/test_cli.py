@@ -12,8 +12,10 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
+import httpx
 import pytest
 
 NETMON = [sys.executable, "-m", "netmon"]
@@ -59,6 +61,19 @@ def test_bad_config_exits_2_naming_file_and_key(tmp_path):
     assert str(bad) in out.stderr
     assert "storage.raw_retention" in out.stderr
     assert "expected a duration" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_alerts_check_reads_the_example_and_names_the_rule_and_field_of_a_bad_one(tmp_path):
+    example = Path(__file__).parent.parent / "rules.example.yaml"
+    out = netmon("alerts", "check", str(example))
+    assert out.returncode == 0, out.stderr
+    assert "6 rule(s), 1 silence(s): ok" in out.stdout
+    bad = tmp_path / "rules.yaml"
+    bad.write_text("rules:\n  - {name: hot, metric: cpu, value: 90, for: soon}\n")
+    out = netmon("alerts", "check", str(bad))
+    assert out.returncode == 2
+    assert f"{bad}: rules[0] 'hot': field 'for'" in out.stderr
     assert "Traceback" not in out.stderr
 
 
@@ -118,14 +133,17 @@ async def test_newer_schema_is_refused(pg_server, tmp_path, database_url):
 
 
 def _wait_for(proc: subprocess.Popen[str], needle: str, timeout: float) -> str:
+    """Lines read from the child's stderr up to the one holding ``needle``."""
     deadline = time.monotonic() + timeout
     seen = []
     assert proc.stderr is not None
     os.set_blocking(proc.stderr.fileno(), False)
+    history: list[str] = proc.__dict__.setdefault("history", [])
     while time.monotonic() < deadline:
         line = proc.stderr.readline()
         if line:
             seen.append(line)
+            history.append(line)
             if needle in line:
                 return "".join(seen)
         elif proc.poll() is not None:
@@ -135,9 +153,19 @@ def _wait_for(proc: subprocess.Popen[str], needle: str, timeout: float) -> str:
     raise AssertionError(f"{needle!r} not seen; stderr so far:\n{''.join(seen)}")
 
 
+def _logged(proc: subprocess.Popen[str], needle: str) -> dict[str, Any]:
+    """The JSON log line holding ``needle`` that the child wrote (waiting for it if not yet)."""
+    for line in proc.__dict__.get("history", []):
+        if needle in line:
+            return dict(json.loads(line))
+    return dict(json.loads(_wait_for(proc, needle, timeout=30).splitlines()[-1]))
+
+
 @contextlib.contextmanager
 def netmon_run(env: dict[str, str], *args: str) -> Iterator[subprocess.Popen[str]]:
-    """`netmon run` as a child; killed on the way out if the test did not stop it."""
+    """`netmon run` as a child; killed on the way out if the test did not stop it. Its API
+    listens on a free port (the log line "api listening" says which)."""
+    env = {"NETMON_API__PORT": "0", **env}
     proc = subprocess.Popen(
         [*NETMON, "run", *args], env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
         text=True,
@@ -233,6 +261,14 @@ def test_run_with_the_lab_polls_it_and_the_lab_takes_commands(tmp_path):
         summary = json.loads(line.splitlines()[-1])
         assert summary["polls"] >= 1
         assert summary["failed"] == 0
+        # The API of the same process serves what was polled.
+        url = _logged(proc, "api listening")["url"]
+        made = netmon("token", "create", "--role", "viewer", "--name", "readme", env=env)
+        assert made.returncode == 0, made.stderr
+        headers = {"Authorization": f"Bearer {made.stdout.strip()}"}
+        devices = httpx.get(f"{url}/api/v1/devices", headers=headers, timeout=10).json()
+        assert [d["name"] for d in devices["items"]] == ["lab-0001", "lab-0002", "lab-0003"]
+        assert httpx.get(f"{url}/health/ready", timeout=10).json()["status"] == "ready"
         silence = netmon("lab", "silence", "lab-0003", env=env)
         assert silence.returncode == 0, silence.stderr
         status = netmon("lab", "status", "--json", env=env)

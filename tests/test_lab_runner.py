@@ -18,12 +18,14 @@ import yaml
 from nornir.plugins.inventory.simple import SimpleInventory
 from typer.testing import CliRunner
 
+from netmon.access import merged_settings
 from netmon.cli.lab import app
 from netmon.lab import (
     AUTH_KEY_ENV,
     DEFAULT_AUTH_KEY,
     DEFAULT_PRIV_KEY,
     PRIV_KEY_ENV,
+    SSH_PASSWORD_ENV,
     Lab,
     LabParams,
     send_command,
@@ -144,6 +146,11 @@ async def test_inventory_matches_the_lab(tmp_path, monkeypatch):
             }
         }
         groups = yaml.safe_load((tmp_path / "groups.yaml").read_text())
+        login = {
+            "username": "netmon",
+            "password": {"env": SSH_PASSWORD_ENV},
+            "host_key": {"pinned": lab.ssh_host_key_b64},
+        }
         assert groups == {
             "lab": {
                 "data": {
@@ -151,7 +158,21 @@ async def test_inventory_matches_the_lab(tmp_path, monkeypatch):
                     "poll_interval": "60s",
                     "tasks": ["system", "interfaces", "resources"],
                 }
-            }
+            },
+            "lab-netconf": {
+                "groups": ["lab"],
+                "data": {
+                    "tasks": ["system", "resources", "netconf_interfaces", "netconf_config"],
+                    "netconf": {**login, "connect_timeout": "5s", "rpc_timeout": "10s"},
+                },
+            },
+            "lab-cli": {
+                "groups": ["lab"],
+                "data": {
+                    "tasks": ["system", "resources", "cli_interfaces", "cli_config"],
+                    "cli": {**login, "device_type": "cisco_ios", "timeout": "10s"},
+                },
+            },
         }
         inventory = SimpleInventory(
             host_file=str(tmp_path / "hosts.yaml"),
@@ -160,23 +181,53 @@ async def test_inventory_matches_the_lab(tmp_path, monkeypatch):
         ).load()
         assert list(inventory.hosts) == list(lab.devices)
         roles = set()
+        speaks = {}
         for name, host in inventory.hosts.items():
             assert host.hostname == "127.0.0.1"
-            assert [g.name for g in host.groups] == ["lab"]
+            speaks[name] = [g.name for g in host.groups]
             assert host["role"] == lab.devices[name].role
+            assert host["site"] == "lab"  # through lab-netconf/lab-cli to lab
+            for protocol in ("netconf", "cli"):
+                section = merged_settings(host, protocol)
+                if protocol in lab.protocols(name):
+                    assert section["port"] == lab.ssh_port(name)
+                    assert section["host_key"] == {"pinned": lab.ssh_host_key_b64}
+                    assert host["tasks"] == groups[f"lab-{protocol}"]["data"]["tasks"]
+                else:
+                    assert section == {}
             roles.add(host["role"])
             snmp = {**defaults["data"]["snmp"], **host["snmp"]}
             credentials = snmp_credentials(name, snmp)
             assert credentials.port == lab.port(name)
             assert credentials.auth_key == DEFAULT_AUTH_KEY
         assert roles <= {"access", "distribution"}
+        assert speaks["lab-0001"] == speaks["lab-0004"] == speaks["lab-0005"] == ["lab"]
+        assert speaks["lab-0002"] == speaks["lab-0006"] == ["lab-netconf"]
+        assert speaks["lab-0003"] == speaks["lab-0007"] == ["lab-cli"]
     assert (tmp_path / "hosts.yaml").read_text().count("hostname: 127.0.0.1") == 30
+
+
+async def test_snmp_only_lab_has_one_group_and_no_ssh(tmp_path):
+    async with Lab(devices=4, base_port=0, interfaces=2, ssh=False) as lab:
+        assert lab.ssh_host_key_b64 is None
+        assert lab.protocols("lab-0002") == ("snmp",)
+        with pytest.raises(ValueError, match="SNMP only"):
+            lab.ssh_port("lab-0002")
+        write_inventory(lab, tmp_path)
+    groups = yaml.safe_load((tmp_path / "groups.yaml").read_text())
+    assert list(groups) == ["lab"]
+    hosts = yaml.safe_load((tmp_path / "hosts.yaml").read_text())
+    assert {h["groups"][0] for h in hosts.values()} == {"lab"}
 
 
 def test_inventory_from_params_needs_fixed_ports(tmp_path):
     write_inventory(LabParams(devices=2), tmp_path)
     hosts = yaml.safe_load((tmp_path / "hosts.yaml").read_text())
     assert hosts["lab-0002"]["data"]["snmp"] == {"port": 16102}
+    assert hosts["lab-0002"]["data"]["netconf"] == {"port": 16102}
+    # Without a Lab the host key is unknown: the lab is on loopback, nothing is pinned.
+    groups = yaml.safe_load((tmp_path / "groups.yaml").read_text())
+    assert groups["lab-netconf"]["data"]["netconf"]["host_key"] == "accept_any"
     with pytest.raises(ValueError, match="base_port=0"):
         write_inventory(LabParams(devices=2, base_port=0), tmp_path)
 
@@ -309,9 +360,13 @@ def test_cli_serves_controls_and_stops_cleanly(tmp_path, stop_signal):
         assert result.exit_code == 0, result.output
         result = runner.invoke(app, ["garbage", "lab-0003", "--off", *where])
         assert result.exit_code == 0, result.output
+        result = runner.invoke(app, ["config-change", "lab-0002", "--note", "moved", *where])
+        assert result.exit_code == 0, result.output
+        assert "lab-0002 configuration changed (revision 2)" in result.output
         result = runner.invoke(app, ["status", "--json", *where])
         assert result.exit_code == 0, result.output
         status = json.loads(result.output)
+        assert status["config_changed"] == {"lab-0002": 2}
         assert status["rebooted"] == {"lab-0002": 2}
         assert status["silenced"] == ["lab-0003"]
         assert status["garbage"] == []
@@ -326,6 +381,10 @@ def test_cli_serves_controls_and_stops_cleanly(tmp_path, stop_signal):
         out, err = child.communicate(timeout=15)
     assert child.returncode == 0, err
     assert "lab-0001 .. lab-0003" in out
+    # The host key is kept beside the control socket and shown for pinning.
+    key = (tmp_path / "lab" / "ssh_host_ed25519_key").read_text()
+    assert key.startswith("-----BEGIN OPENSSH PRIVATE KEY-----")
+    assert "ssh-ed25519 AAAA" in out
     assert not control.exists()
     result = CliRunner().invoke(app, ["status", "--control", str(control)])
     assert result.exit_code == 1

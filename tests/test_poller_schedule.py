@@ -132,7 +132,7 @@ def test_the_docs_example_runs_from_a_plain_nornir_script(tmp_path, monkeypatch,
     from my_checks import uptime_days
 
     async def scenario() -> None:
-        async with Lab(devices=2, base_port=0, interfaces=2) as lab:
+        async with Lab(devices=2, base_port=0, interfaces=2, ssh=False) as lab:
             inventory = fast_inventory(lab, tmp_path / "inv")
             nr = load_inventory(inventory)
             results = await asyncio.to_thread(nr.run, task=uptime_days)
@@ -162,7 +162,7 @@ def test_plans_need_known_tasks(tmp_path, lab_keys):
     from netmon.poller.registry import TaskRegistry
 
     async def scenario() -> None:
-        async with Lab(devices=1, base_port=0, interfaces=1) as lab:
+        async with Lab(devices=1, base_port=0, interfaces=1, ssh=False) as lab:
             inventory = fast_inventory(lab, tmp_path / "inv", tasks=["system", "nosuch"])
             nr = load_inventory(inventory)
             with pytest.raises(ConfigError, match=r"lab-0001: tasks: unknown task 'nosuch'"):

@@ -7,7 +7,6 @@ listening on 127.0.0.1 with ``ssl=on`` and ``hostssl`` only, and stops it afterw
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import pwd
 import shutil
@@ -20,39 +19,14 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
 
 from netmon.config import load_settings
 from netmon.errors import DatabaseUnavailableError
 from netmon.store.database import Database
+from tests.certs import certificate, new_key
 
 pytestmark = pytest.mark.slow
-
-
-def _key() -> ec.EllipticCurvePrivateKey:
-    return ec.generate_private_key(ec.SECP256R1())
-
-
-def _cert(subject: str, key, issuer_cert=None, issuer_key=None, *, ca: bool, dns=()):
-    now = dt.datetime.now(dt.UTC)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(issuer_cert.subject if issuer_cert else name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    if dns:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.DNSName(d) for d in dns]), critical=False
-        )
-    return builder.sign(issuer_key or key, hashes.SHA256())
 
 
 def _write_pem(path: Path, obj) -> None:
@@ -104,10 +78,11 @@ def tls_server() -> Iterator[TlsServer]:
         os.chown(base, owner.pw_uid, owner.pw_gid)
     pg(str(bin_dir / "initdb"), "-A", "trust", "-U", "postgres", "-D", str(pgdata))
 
-    ca_key, other_key, srv_key = _key(), _key(), _key()
-    ca = _cert("netmon test CA", ca_key, ca=True)
-    other = _cert("some other CA", other_key, ca=True)
-    srv = _cert("localhost", srv_key, ca, ca_key, ca=False, dns=("localhost",))
+    ca_key, other_key, srv_key = new_key(), new_key(), new_key()
+    ca = certificate("netmon test CA", ca_key, ca_key, None, ca=True)
+    other = certificate("some other CA", other_key, other_key, None, ca=True)
+    localhost: list[x509.GeneralName] = [x509.DNSName("localhost")]
+    srv = certificate("localhost", srv_key, ca_key, ca, ca=False, alt_names=localhost)
     _write_pem(base / "ca.pem", ca)
     _write_pem(base / "other-ca.pem", other)
     _write_pem(pgdata / "server.crt", srv)

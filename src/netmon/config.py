@@ -23,10 +23,13 @@ from netmon.durations import Duration
 from netmon.errors import ConfigError
 
 __all__ = [
+    "AlertSettings",
+    "ApiSettings",
     "DatabaseSettings",
     "LabSettings",
     "LogSettings",
     "PollerSettings",
+    "Role",
     "Settings",
     "StorageSettings",
     "WriterSettings",
@@ -131,6 +134,11 @@ class WriterSettings(_Section):
     spool_dir: Path | None = Field(default=None, description="Default: <data_dir>/spool")
     spool_max_bytes: int = Field(default=1 << 30, ge=1 << 20)
     retry_interval: Duration = timedelta(seconds=1)
+    publish: bool = Field(
+        default=True,
+        description="Publish committed samples and events to the API's live feeds "
+        "(PostgreSQL NOTIFY); off saves a little write time where nobody watches.",
+    )
 
 
 class PollerSettings(_Section):
@@ -159,6 +167,18 @@ class PollerSettings(_Section):
         default=timedelta(seconds=30),
         description="How long a graceful stop waits for polls in flight.",
     )
+    netconf_sessions: int = Field(
+        default=64,
+        ge=1,
+        le=5000,
+        description="NETCONF sessions kept open at most (two threads each). A device keeps "
+        "its session from poll to poll while there is room; with more NETCONF devices than "
+        "this, the least recently used session is closed to open another.",
+    )
+    netconf_idle_timeout: Duration = Field(
+        default=timedelta(minutes=5),
+        description="A NETCONF session unused this long is closed (keep it above the interval).",
+    )
 
 
 class LabSettings(_Section):
@@ -166,6 +186,129 @@ class LabSettings(_Section):
     devices: int = Field(default=20, ge=1, le=5000)
     interfaces: int | None = Field(default=None, ge=1, le=1000)
     base_port: int = Field(default=16100, ge=0, le=65000)
+    ssh: bool = Field(
+        default=True,
+        description="NETCONF and CLI devices over SSH (every 4th from lab-0002 and lab-0003).",
+    )
+
+
+Role = Literal["viewer", "operator", "admin"]
+
+
+class ApiSettings(_Section):
+    host: str = Field(default="127.0.0.1", description="Listen address of `netmon api`/`run`.")
+    port: int = Field(default=8080, ge=0, le=65535)
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Processes of `netmon api`, sharing the port (SO_REUSEPORT).",
+    )
+    enabled: bool = Field(default=True, description="Serve the API inside `netmon run`.")
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="Origins allowed by CORS (e.g. https://noc.example.net); none by default.",
+    )
+    rate_limit: int = Field(
+        default=6000, ge=0, description="Requests per minute per token (0: unlimited)."
+    )
+    max_body_bytes: int = Field(default=1 << 20, ge=1024, le=64 << 20)
+    range_max: Duration = Field(
+        default=timedelta(days=400), description="Longest time span of a range query."
+    )
+    series_max: int = Field(
+        default=200, ge=1, le=100_000, description="Most series one metrics query may return."
+    )
+    metrics_public: bool = Field(
+        default=False, description="Serve /metrics without a token (for a scraper on a LAN)."
+    )
+    metrics_device_samples: bool = Field(
+        default=False,
+        description="Also export the latest device samples on /metrics "
+        "(one time series per netmon series: size it before you turn it on).",
+    )
+    ws_queue: int = Field(
+        default=1000, ge=1, le=1_000_000, description="Messages buffered per WebSocket client."
+    )
+    ws_max_clients: int = Field(default=5000, ge=1, le=100_000)
+    ws_max_subscriptions: int = Field(
+        default=100, ge=1, le=10_000, description="Filters one WebSocket client may hold."
+    )
+    token_pepper: SecretStr | None = Field(
+        default=None,
+        description="Extra secret mixed into token hashes; only from NETMON_API__TOKEN_PEPPER.",
+    )
+    token_pepper_file: Path | None = None
+    token_cache: Duration = Field(
+        default=timedelta(seconds=5),
+        description="How long a checked token is trusted before the database is asked again "
+        "(a revoked token stops working within this time).",
+    )
+
+    def resolved_pepper(self) -> bytes:
+        if self.token_pepper is not None:
+            return self.token_pepper.get_secret_value().encode()
+        if self.token_pepper_file is not None:
+            try:
+                return self.token_pepper_file.read_bytes().strip()
+            except OSError as exc:
+                raise ConfigError(
+                    f"api.token_pepper_file: cannot read {self.token_pepper_file}: {exc.strerror}"
+                ) from exc
+        return b""
+
+
+class WebhookSettings(_Section):
+    allow: list[str] = Field(
+        default_factory=list,
+        description="Where webhooks may go (SSRF guard): IP networks ('10.0.0.0/8', "
+        "'127.0.0.1/32') and host names ('nsp.example.net', '*.noc.example.net'). A URL "
+        "whose host, or any address it resolves to, is not allowed is refused when the "
+        "subscription is made and again before every delivery. Empty: no webhooks.",
+    )
+    timeout: Duration = Field(default=timedelta(seconds=10), description="Per delivery attempt.")
+    retry_initial: Duration = Field(
+        default=timedelta(seconds=5), description="First pause after a failed attempt."
+    )
+    retry_max: Duration = Field(
+        default=timedelta(hours=1), description="Longest pause between attempts (doubling)."
+    )
+    retry_for: Duration = Field(
+        default=timedelta(hours=25),
+        description="How long a message is retried before it is dead-lettered.",
+    )
+    concurrency: int = Field(
+        default=4, ge=1, le=256, description="Subscriptions delivered to in parallel."
+    )
+
+
+class AlertSettings(_Section):
+    enabled: bool = Field(
+        default=True,
+        description="Evaluate rules in the ingest stream and deliver notifications "
+        "(in `netmon run` and `netmon poller`).",
+    )
+    rules_file: Path | None = Field(
+        default=None,
+        description="YAML with `rules:` and `silences:` (maintenance windows). Unset: the "
+        "built-in rules (device unreachable, interface down, utilisation, poll failing).",
+    )
+    flap_window: Duration = Field(
+        default=timedelta(minutes=10), description="Window in which state changes are counted."
+    )
+    flap_threshold: int = Field(
+        default=6,
+        ge=2,
+        le=1000,
+        description="State changes within flap_window that mark an alert flapping; it is "
+        "stable again below half of it.",
+    )
+    group_wait: Duration = Field(
+        default=timedelta(seconds=30), description="Default for new webhook subscriptions."
+    )
+    group_interval: Duration = Field(default=timedelta(minutes=5))
+    repeat_interval: Duration = Field(default=timedelta(hours=4))
+    webhooks: WebhookSettings = WebhookSettings()
 
 
 class LogSettings(_Section):
@@ -187,6 +330,8 @@ class Settings(BaseSettings):
     writer: WriterSettings = WriterSettings()
     poller: PollerSettings = PollerSettings()
     lab: LabSettings = LabSettings()
+    api: ApiSettings = ApiSettings()
+    alerts: AlertSettings = AlertSettings()
     log: LogSettings = LogSettings()
 
     @classmethod

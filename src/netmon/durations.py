@@ -20,12 +20,16 @@ def parse_duration(value: Any) -> timedelta:
         return value
     if isinstance(value, bool):
         raise ValueError("expected a duration such as '90s', '5m', '1h' or '30d'")
-    if isinstance(value, int | float):
-        return timedelta(seconds=value)
-    if isinstance(value, str):
-        match = _PATTERN.match(value)
-        if match:
-            return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+    try:
+        if isinstance(value, int | float):
+            return timedelta(seconds=value)
+        if isinstance(value, str):
+            match = _PATTERN.match(value)
+            if match:
+                return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+    except OverflowError:
+        # timedelta holds up to 999,999,999 days; pydantic reports only ValueError well.
+        raise ValueError(f"{value!r} is longer than any duration netmon can hold") from None
     raise ValueError(f"expected a duration such as '90s', '5m', '1h' or '30d', got {value!r}")
 
 

@@ -18,16 +18,36 @@ only know the standard library still catch it.
     ├── QueryError (ValueError)         a query asked for something impossible (bad span, step)
     └── CollectionError                 one device could not be polled; the others go on
         ├── TaskError                   a task raised something that is not a CollectionError
-        └── SnmpError
-            ├── SnmpTimeoutError (TimeoutError)        no answer after timeout x retries
-            ├── SnmpSecurityError (PermissionError)    USM refused us: time window, security level
-            │   ├── SnmpUnknownUserError               the agent has no such user
-            │   ├── SnmpWrongDigestError               wrong auth key or auth protocol
-            │   └── SnmpDecryptionError                wrong priv key or priv protocol
-            ├── SnmpNoSuchError (LookupError)          noSuchObject / noSuchInstance where required
-            ├── SnmpEndOfMibError (LookupError)        endOfMibView where a value was required
-            ├── SnmpAgentError                         the agent answered with an error-status
-            └── SnmpMalformedReplyError (ValueError)   the agent answered garbage
+        ├── SnmpError
+        │   ├── SnmpTimeoutError (TimeoutError)        no answer after timeout x retries
+        │   ├── SnmpSecurityError (PermissionError)    USM refused us: time window, security level
+        │   │   ├── SnmpUnknownUserError               the agent has no such user
+        │   │   ├── SnmpWrongDigestError               wrong auth key or auth protocol
+        │   │   └── SnmpDecryptionError                wrong priv key or priv protocol
+        │   ├── SnmpNoSuchError (LookupError)          noSuchObject / noSuchInstance where required
+        │   ├── SnmpEndOfMibError (LookupError)        endOfMibView where a value was required
+        │   ├── SnmpAgentError                         the agent answered with an error-status
+        │   └── SnmpMalformedReplyError (ValueError)   the agent answered garbage
+        ├── NetconfError
+        │   ├── NetconfTimeoutError (TimeoutError)          connect, hello or RPC took too long
+        │   ├── NetconfConnectionError (ConnectionError)     no TCP/SSH session, or it was lost
+        │   │   └── NetconfRefusedError (ConnectionRefusedError)   nothing listens on the port
+        │   ├── NetconfAuthError (PermissionError)           the server refused our credentials
+        │   ├── NetconfHostKeyError (PermissionError)        host key unknown or not the pinned one
+        │   ├── NetconfCapabilityError (LookupError)         the server does not advertise it
+        │   ├── NetconfRpcError                              <rpc-error> from the server
+        │   └── NetconfMalformedReplyError (ValueError)      not a well-formed, expected reply
+        │       ├── NetconfUnsafeXmlError                    DOCTYPE / ENTITY declarations
+        │       └── NetconfReplyTooLargeError                over the configured byte bound
+        └── CliError                                 SSH command line (netmiko, napalm)
+            ├── CliTimeoutError (TimeoutError)       connect, login or output took too long
+            ├── CliConnectionError (ConnectionError) no SSH session, or it was lost
+            ├── CliAuthError (PermissionError)       credentials or host key refused
+            ├── CliCommandError                      the device refused the command
+            └── CliParseError (ValueError)           output that does not parse (command, sample)
+
+ncclient, paramiko, netmiko and napalm errors are translated at one boundary each
+(``netmon.netconf.client``, ``netmon.ssh``). No message carries a password or key.
 """
 
 from __future__ import annotations
@@ -35,11 +55,28 @@ from __future__ import annotations
 from typing import ClassVar
 
 __all__ = [
+    "CliAuthError",
+    "CliCommandError",
+    "CliConnectionError",
+    "CliError",
+    "CliParseError",
+    "CliTimeoutError",
     "CollectionError",
     "ConfigError",
     "DatabaseError",
     "DatabaseUnavailableError",
     "EmbeddedDatabaseError",
+    "NetconfAuthError",
+    "NetconfCapabilityError",
+    "NetconfConnectionError",
+    "NetconfError",
+    "NetconfHostKeyError",
+    "NetconfMalformedReplyError",
+    "NetconfRefusedError",
+    "NetconfReplyTooLargeError",
+    "NetconfRpcError",
+    "NetconfTimeoutError",
+    "NetconfUnsafeXmlError",
     "NetmonError",
     "QueryError",
     "SchemaError",
@@ -187,3 +224,123 @@ class SnmpMalformedReplyError(SnmpError, ValueError):
     bytes, a response that does not match, OIDs that do not increase in a walk)."""
 
     error_class = "malformed"
+
+
+class NetconfError(CollectionError):
+    """A NETCONF operation did not give the data asked for."""
+
+    error_class = "netconf"
+
+
+class NetconfTimeoutError(NetconfError, TimeoutError):
+    """No TCP connection, SSH handshake, hello or RPC reply within its timeout."""
+
+    error_class = "netconf_timeout"
+
+
+class NetconfConnectionError(NetconfError, ConnectionError):
+    """The transport could not be opened, or was closed under us."""
+
+    error_class = "netconf_connection"
+
+
+class NetconfRefusedError(NetconfConnectionError, ConnectionRefusedError):
+    """The device refused the TCP connection: nothing listens on the port."""
+
+    error_class = "netconf_refused"
+
+
+class NetconfAuthError(NetconfError, PermissionError):
+    """SSH authentication failed (wrong user, password or key)."""
+
+    error_class = "netconf_auth"
+
+
+class NetconfHostKeyError(NetconfError, PermissionError):
+    """The server's host key is not in the known_hosts file, or is not the pinned key."""
+
+    error_class = "netconf_host_key"
+
+
+class NetconfCapabilityError(NetconfError, LookupError):
+    """The operation needs a capability the server did not advertise (:candidate, :xpath)."""
+
+    error_class = "netconf_capability"
+
+
+class NetconfRpcError(NetconfError):
+    """The server answered with an ``<rpc-error>`` (first error's fields kept)."""
+
+    error_class = "netconf_rpc_error"
+
+    def __init__(
+        self, message: str, *, tag: str = "", severity: str = "error", error_type: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.tag = tag
+        self.severity = severity
+        self.error_type = error_type
+
+
+class NetconfMalformedReplyError(NetconfError, ValueError):
+    """The server answered with something that is not a well-formed, expected reply."""
+
+    error_class = "netconf_malformed"
+
+
+class NetconfUnsafeXmlError(NetconfMalformedReplyError):
+    """The reply declares a DOCTYPE or entities (entity expansion, XXE): never parsed."""
+
+    error_class = "netconf_unsafe_xml"
+
+
+class NetconfReplyTooLargeError(NetconfMalformedReplyError):
+    """The reply is larger than the configured bound: never parsed."""
+
+    error_class = "netconf_too_large"
+
+
+class CliError(CollectionError):
+    """Collection over an SSH command line (netmiko, napalm) failed."""
+
+    error_class = "cli"
+
+
+class CliTimeoutError(CliError, TimeoutError):
+    """Connect, login or a command's output took too long."""
+
+    error_class = "cli_timeout"
+
+
+class CliConnectionError(CliError, ConnectionError):
+    """No SSH session, or it was lost."""
+
+    error_class = "cli_connection"
+
+
+class CliAuthError(CliError, PermissionError):
+    """The device refused our credentials or its host key is not the trusted one."""
+
+    error_class = "cli_auth"
+
+
+class CliCommandError(CliError):
+    """The device refused a command (``% Invalid input``, ``Unknown command``)."""
+
+    error_class = "cli_command"
+
+    def __init__(self, message: str, *, command: str = "") -> None:
+        super().__init__(message)
+        self.command = command
+
+
+class CliParseError(CliError, ValueError):
+    """A command's output did not parse (no template matched, no rows, a field of the wrong
+    shape). ``command`` and a bounded ``sample`` of the output are kept for the operator."""
+
+    error_class = "cli_parse"
+
+    def __init__(self, message: str, *, command: str = "", sample: str = "") -> None:
+        super().__init__(message)
+        self.command = command
+        self.sample = sample

@@ -13,7 +13,15 @@ from uuid import UUID, uuid4
 
 import msgspec
 
-__all__ = ["DeviceEvent", "DeviceFacts", "Record", "Sample", "SeriesKey", "SeriesKind"]
+__all__ = [
+    "ConfigSnapshot",
+    "DeviceEvent",
+    "DeviceFacts",
+    "Record",
+    "Sample",
+    "SeriesKey",
+    "SeriesKind",
+]
 
 SeriesKind = Literal["gauge", "counter"]
 
@@ -88,4 +96,27 @@ class DeviceFacts(msgspec.Struct, frozen=True):
     facts: dict[str, Any]
 
 
-Record = Sample | DeviceEvent | DeviceFacts
+class ConfigSnapshot(msgspec.Struct, frozen=True):
+    """A device's configuration as a collector read it (NETCONF ``<get-config>``, CLI
+    ``show running-config``), whole and unredacted: the store redacts secrets before it
+    hashes or keeps it (``netmon.store.configs``), and stores it only if it changed.
+
+    ``source`` is the datastore (running, candidate, startup); ``format`` is ``xml`` for
+    NETCONF and ``text`` for CLI output.
+    """
+
+    device: str
+    time: datetime
+    source: Literal["running", "candidate", "startup"]
+    protocol: Literal["netconf", "cli"]
+    format: Literal["xml", "text"]
+    content: str
+
+    def __repr__(self) -> str:  # a config holds secrets until it is stored: never log one
+        return (
+            f"ConfigSnapshot(device={self.device!r}, source={self.source!r}, "
+            f"protocol={self.protocol!r}, {len(self.content)} characters)"
+        )
+
+
+Record = Sample | DeviceEvent | DeviceFacts | ConfigSnapshot

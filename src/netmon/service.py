@@ -1,18 +1,17 @@
 """``netmon run``: everything in one process for one machine.
 
-Today that is the database (embedded or by URL), the schema, the write path with its spool,
-the maintenance timer, the poller and (with ``lab.enabled``) the built-in lab of simulated
-devices; the API joins here as it lands. ``netmon poller`` is the same without the API.
+That is the database (embedded or by URL), the schema, the write path with its spool,
+the maintenance timer, the poller, the API (``api.enabled``) and, with ``lab.enabled``, the
+built-in lab of simulated devices. ``netmon poller`` is the same without the API.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from netmon.config import Settings
 from netmon.errors import DatabaseUnavailableError
@@ -24,8 +23,10 @@ from netmon.store.schema import upgrade
 from netmon.store.writer import SampleWriter
 
 if TYPE_CHECKING:
+    from netmon.alerts.service import AlertService
     from netmon.lab import Lab
     from netmon.poller.service import PollerService
+    from netmon.store.notify import Control
 
 __all__ = ["Service"]
 
@@ -35,12 +36,14 @@ log = get_logger(__name__)
 class Service:
     def __init__(self, settings: Settings, *, api: bool = True) -> None:
         self.settings = settings
-        self.api = api  # the API issue starts it here when True
+        self.api = api and settings.api.enabled
         self.db = Database(settings.database, settings.data_dir)
         self.writer: SampleWriter | None = None
         self.batcher: Batcher | None = None
         self.poller: PollerService | None = None
         self.lab: Lab | None = None
+        self.alerts: AlertService | None = None
+        self.api_server: Any = None  # netmon.api.server.ApiServer (imported only when used)
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -55,27 +58,86 @@ class Service:
         self.batcher = Batcher(self.writer, self.settings.writer)
         self.batcher.start()
         self._tasks.append(asyncio.create_task(self._maintenance_loop(), name="maintenance"))
+        self.writer.on_control = self._on_control
+        if self.settings.alerts.enabled:
+            await self._start_alerts()
         inventory = await self._start_lab() if self.settings.lab.enabled else None
         await self._start_poller(inventory)
+        if self.alerts is not None:
+            await self.alerts.reload_devices()  # the poller has synced its inventory
+        if self.api:
+            await self._start_api()
         log.info("netmon running", data_dir=str(self.settings.data_dir))
+
+    async def _start_alerts(self) -> None:
+        from netmon.alerts.service import AlertService
+
+        api = self.settings.api
+        url = f"http://{api.host}:{api.port}" if self.api else ""
+        self.alerts = AlertService(self.db, self.settings, external_url=url)
+        await self.alerts.start()
+        assert self.batcher is not None
+        self.batcher.observe = self.alerts.observe
+
+    async def _start_api(self) -> None:
+        from netmon.api.context import ApiContext, Runtime
+        from netmon.api.server import ApiServer
+
+        runtime = Runtime(
+            writer=self.writer, batcher=self.batcher, poller=self.poller, alerts=self.alerts
+        )
+        self.api_server = ApiServer(ApiContext(self.settings, self.db, runtime))
+        await self.api_server.start()
+
+    def _on_control(self, control: Control) -> None:
+        from netmon.store.notify import ORIGIN
+
+        if control.op == "config_backup":
+            device = control.args.get("device")
+            if control.args.get("origin") != ORIGIN and isinstance(device, str):
+                self._tasks.append(
+                    asyncio.create_task(self._backup(device), name=f"config-backup-{device}")
+                )
+            return
+        if control.op != "inventory_reload":
+            if self.alerts is not None:
+                self.alerts.on_control(control.op)
+            return
+        if control.args.get("origin") != ORIGIN:
+            # Reload the poller, then what alerting knows of its devices (_reload).
+            self._tasks.append(asyncio.create_task(self._reload(), name="inventory-reload"))
+        elif self.alerts is not None:
+            # An API in this process reloaded this poller before it asked.
+            self._tasks.append(
+                asyncio.create_task(self.alerts.reload_devices(), name="alert-devices")
+            )
+
+    async def _backup(self, device: str) -> None:
+        """An on-demand backup another process's API asked for, if this poller polls it."""
+        if self.poller is None or not self.poller.polls(device):
+            return
+        try:
+            result = await self.poller.backup_configs(device)
+        except LookupError as exc:
+            log.warning("on-demand backup refused", device=device, error=str(exc))
+            return
+        if result.error is not None:
+            log.warning("on-demand backup failed", device=device, error=str(result.error))
 
     async def _start_lab(self) -> Path:
         """Start the built-in lab in this process; return the inventory that matches it."""
-        from netmon.lab import (
-            AUTH_KEY_ENV,
-            DEFAULT_AUTH_KEY,
-            DEFAULT_PRIV_KEY,
-            PRIV_KEY_ENV,
-            Lab,
-            write_inventory,
-        )
+        from netmon.lab import Lab, use_lab_secrets, write_inventory
 
-        # The lab's inventory refers to its keys by environment variable, as any
-        # inventory must; set the lab's documented defaults unless the user chose keys.
-        os.environ.setdefault(AUTH_KEY_ENV, DEFAULT_AUTH_KEY)
-        os.environ.setdefault(PRIV_KEY_ENV, DEFAULT_PRIV_KEY)
+        use_lab_secrets()
         lab = self.settings.lab
-        self.lab = Lab(devices=lab.devices, base_port=lab.base_port, interfaces=lab.interfaces)
+        self.lab = Lab(
+            devices=lab.devices,
+            base_port=lab.base_port,
+            interfaces=lab.interfaces,
+            ssh=lab.ssh,
+            # Kept across restarts: an operator's known_hosts entry stays valid.
+            host_key_dir=self.settings.data_dir / "lab",
+        )
         await self.lab.start()
         # `netmon lab reboot|flap|silence ...` from another terminal reach it here.
         await self.lab.serve_control(self.settings.data_dir / "lab.sock")
@@ -105,6 +167,8 @@ class Service:
     async def _reload(self) -> None:
         if self.poller is not None:
             await self.poller.reload()
+        if self.alerts is not None:
+            await self.alerts.reload_devices()
 
     async def _connect(self) -> bool:
         """Wait for an external database that is not up yet (a host booting, a failover)
@@ -159,10 +223,14 @@ class Service:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self.api_server is not None:
+            await self.api_server.stop()
         if self.poller is not None:
             await self.poller.stop()
         if self.batcher is not None:
             await self.batcher.close()
+        if self.alerts is not None:
+            await self.alerts.close()
         if self.writer is not None:
             await self.writer.close()
         if self.lab is not None:

@@ -1,4 +1,4 @@
-"""``netmon lab``: serve the built-in lab of simulated SNMPv3 devices, and break it on demand."""
+"""``netmon lab``: serve the built-in lab of simulated devices, and break it on demand."""
 
 from __future__ import annotations
 
@@ -18,8 +18,10 @@ from netmon.lab import (
     AUTH_KEY_ENV,
     DEFAULT_AUTH_KEY,
     DEFAULT_PRIV_KEY,
+    DEFAULT_SSH_PASSWORD,
     MAX_DEVICES,
     PRIV_KEY_ENV,
+    SSH_PASSWORD_ENV,
     Lab,
     device_name,
     send_command,
@@ -31,13 +33,16 @@ __all__ = ["app"]
 app = typer.Typer(
     name="lab",
     help=(
-        "The built-in lab: simulated SNMPv3 switches on 127.0.0.1, one UDP port each.\n\n"
+        "The built-in lab: simulated SNMPv3 switches on 127.0.0.1, one UDP port each;\n"
+        "lab-0002, 0006, ... also serve NETCONF and lab-0003, 0007, ... a CLI over SSH, on\n"
+        "the TCP port with the same number.\n\n"
         "Without a command, [bold]netmon lab[/bold] serves the lab until Ctrl-C; the other\n"
         "commands reach a running lab through its control socket.\n\n"
         "Examples:\n\n"
         "  netmon lab                  # 20 devices: lab-0001 on udp/16101, ...\n\n"
         "  netmon lab --devices 500 --write-inventory inventory/lab\n\n"
         "  netmon lab flap lab-0003 --interface 2 --down-for 30s\n\n"
+        "  netmon lab config-change lab-0002\n\n"
         "  netmon lab status"
     ),
     rich_markup_mode="rich",
@@ -74,6 +79,18 @@ ControlOption = Annotated[
     typer.Option("--control", help="The lab's control socket (default: <data dir>/lab.sock)."),
 ]
 DeviceArgument = Annotated[str, typer.Argument(help="Device name, e.g. lab-0003.")]
+SnmpOnlyOption = Annotated[
+    bool,
+    typer.Option("--snmp-only", help="No NETCONF or CLI devices: every device SNMP only."),
+]
+HostKeyOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--host-key-dir",
+        help="Keep the SSH host key here (default: beside the control socket, in lab/).",
+        metavar="DIR",
+    ),
+]
 
 
 @app.callback(invoke_without_command=True)
@@ -86,9 +103,21 @@ def lab(
     auth_protocol: AuthOption = "sha1",
     write_inventory_dir: InventoryOption = None,
     control: ControlOption = None,
+    snmp_only: SnmpOnlyOption = False,
+    host_key_dir: HostKeyOption = None,
 ) -> None:
     if ctx.invoked_subcommand is None:
-        _serve(devices, interfaces, host, base_port, auth_protocol, write_inventory_dir, control)
+        _serve(
+            devices,
+            interfaces,
+            host,
+            base_port,
+            auth_protocol,
+            write_inventory_dir,
+            control,
+            snmp_only,
+            host_key_dir,
+        )
 
 
 @app.command()
@@ -100,17 +129,30 @@ def serve(
     auth_protocol: AuthOption = "sha1",
     write_inventory_dir: InventoryOption = None,
     control: ControlOption = None,
+    snmp_only: SnmpOnlyOption = False,
+    host_key_dir: HostKeyOption = None,
 ) -> None:
     """Serve the lab until Ctrl-C or SIGTERM (what [bold]netmon lab[/bold] alone does).
 
     Keys: $NETMON_LAB_AUTH_KEY and $NETMON_LAB_PRIV_KEY, else the published lab-only
-    defaults netmon-lab-auth-key / netmon-lab-priv-key.
+    defaults netmon-lab-auth-key / netmon-lab-priv-key. SSH password (NETCONF and CLI
+    devices): $NETMON_LAB_SSH_PASSWORD, else netmon-lab-ssh.
 
     Example:
 
       netmon lab serve --devices 5000 --interfaces 8 --write-inventory /tmp/lab-inventory
     """
-    _serve(devices, interfaces, host, base_port, auth_protocol, write_inventory_dir, control)
+    _serve(
+        devices,
+        interfaces,
+        host,
+        base_port,
+        auth_protocol,
+        write_inventory_dir,
+        control,
+        snmp_only,
+        host_key_dir,
+    )
 
 
 @app.command()
@@ -186,6 +228,27 @@ def garbage(
     console.print(f"{device} {'answers properly again' if off else 'answers garbage'}")
 
 
+@app.command("config-change")
+def config_change(
+    device: DeviceArgument,
+    note: Annotated[
+        str | None,
+        typer.Option(help="The new interface description (default: one naming the revision)."),
+    ] = None,
+    control: ControlOption = None,
+) -> None:
+    """Change a device's running configuration (an interface description, also its
+    ifAlias), so the next config backup records a new version and a config-changed event.
+
+    Example:  netmon lab config-change lab-0002 --note "uplink moved to Te1/1/2"
+    """
+    request: dict[str, Any] = {"command": "config-change", "device": device}
+    if note is not None:
+        request["note"] = note
+    reply = _send(control, request)
+    console.print(f"{device} configuration changed (revision {reply['revision']})")
+
+
 @app.command()
 def status(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
@@ -205,6 +268,8 @@ def status(
     table.add_row("rebooted", _names(reply["rebooted"]))
     table.add_row("silent", _names(reply["silenced"]))
     table.add_row("garbage", _names(reply["garbage"]))
+    changed = reply.get("config_changed", {})
+    table.add_row("config changed", ", ".join(f"{n} (rev {r})" for n, r in changed.items()) or "-")
     down = ", ".join(
         f"{name} ifIndex {', '.join(map(str, ifs))}" for name, ifs in reply["down"].items()
     )
@@ -250,13 +315,24 @@ def _serve(
     auth_protocol: str,
     inventory: Path | None,
     control: Path | None,
+    snmp_only: bool = False,
+    host_key_dir: Path | None = None,
 ) -> None:
     if auth_protocol not in ("sha1", "sha256"):
         raise typer.BadParameter("sha1 or sha256", param_hint="--auth-protocol")
     protocol: Literal["sha1", "sha256"] = "sha1" if auth_protocol == "sha1" else "sha256"
     path = _control_path(control)
     try:
-        the_lab = Lab(devices, host, base_port, interfaces, auth_protocol=protocol)
+        the_lab = Lab(
+            devices,
+            host,
+            base_port,
+            interfaces,
+            auth_protocol=protocol,
+            ssh=not snmp_only,
+            # Kept, so a client's known_hosts entry stays valid across lab restarts.
+            host_key_dir=host_key_dir or path.parent / "lab",
+        )
         asyncio.run(_run(the_lab, path, inventory))
     except (OSError, ValueError) as exc:
         errors.print(f"netmon lab: {exc}")
@@ -293,6 +369,15 @@ def _summary(the_lab: Lab, control: Path, inventory: Path | None) -> None:
     custom = AUTH_KEY_ENV in os.environ or PRIV_KEY_ENV in os.environ
     keys = f"${AUTH_KEY_ENV} / ${PRIV_KEY_ENV}" if custom else "lab defaults (published)"
     table.add_row("snmpv3", f"user {params.user}, {params.auth_protocol}/aes128, keys: {keys}")
+    ssh = [n for n in the_lab.devices if len(the_lab.protocols(n)) > 1]
+    if ssh:
+        password = f"${SSH_PASSWORD_ENV}" if SSH_PASSWORD_ENV in os.environ else "lab default"
+        table.add_row(
+            "ssh",
+            f"NETCONF on {device_name(2)}, CLI on {device_name(3)}, ... every 4th: "
+            f"tcp/{the_lab.ssh_port(ssh[0])} .. tcp/{the_lab.ssh_port(ssh[-1])}, "
+            f"user {params.user}, password: {password}",
+        )
     table.add_row("control", str(control))
     if inventory is not None:
         table.add_row("inventory", str(inventory))
@@ -307,4 +392,20 @@ def _summary(the_lab: Lab, control: Path, inventory: Path | None) -> None:
         highlight=False,
         soft_wrap=True,
     )
+    if the_lab.ssh_host_key_b64 and ssh:
+        # Unwrapped, to be copied into a known_hosts file or an inventory's host_key.
+        console.print(
+            f"ssh host key: ssh-ed25519 {the_lab.ssh_host_key_b64}", highlight=False, soft_wrap=True
+        )
+    netconf = next((n for n in the_lab.devices if "netconf" in the_lab.protocols(n)), None)
+    if netconf is not None:
+        password = (
+            f"${SSH_PASSWORD_ENV}" if SSH_PASSWORD_ENV in os.environ else DEFAULT_SSH_PASSWORD
+        )
+        console.print(
+            f"try: [bold]ssh -p {the_lab.ssh_port(netconf)} -s {params.user}@{params.host} "
+            f"netconf[/bold]  (password {password})",
+            highlight=False,
+            soft_wrap=True,
+        )
     console.print("Ctrl-C stops the lab.", style="dim")

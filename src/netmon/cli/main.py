@@ -185,11 +185,17 @@ def poller(lab: LabOption = None, lab_devices: LabDevicesOption = None) -> None:
 
 
 def _register_groups() -> None:
+    from netmon.cli.alerts import alerts_app
+    from netmon.cli.api import token_app
+    from netmon.cli.configs import configs_app
     from netmon.cli.db import db_app
     from netmon.cli.lab import app as lab_app
 
+    app.add_typer(alerts_app, name="alerts")
+    app.add_typer(configs_app, name="configs")
     app.add_typer(db_app, name="db")
     app.add_typer(lab_app, name="lab")
+    app.add_typer(token_app, name="token")
 
 
 _register_groups()

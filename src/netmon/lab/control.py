@@ -9,6 +9,7 @@ Requests and what they do::
     {"command": "up", "device": "lab-0003", "interface": 2}
     {"command": "silence", "device": "lab-0003", "on": true}
     {"command": "garbage", "device": "lab-0003", "on": false}
+    {"command": "config-change", "device": "lab-0002", "note": "new uplink"}  # note optional
 
 Each gets one line back: ``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``. The
 socket is created mode 0600: whoever may use it may break the lab's devices.
@@ -39,9 +40,10 @@ def execute(lab: Lab, request: Mapping[str, Any]) -> dict[str, Any]:
     command = request.get("command")
     if command == "status":
         return {"ok": True, **_status(lab)}
-    if command not in ("reboot", "flap", "up", "silence", "garbage"):
+    if command not in ("reboot", "flap", "up", "silence", "garbage", "config-change"):
         raise ValueError(
-            f"unknown command {command!r}; expected status, reboot, flap, up, silence or garbage"
+            f"unknown command {command!r}; expected status, reboot, flap, up, silence, "
+            "garbage or config-change"
         )
     name = request.get("device")
     if not isinstance(name, str):
@@ -51,6 +53,12 @@ def execute(lab: Lab, request: Mapping[str, Any]) -> dict[str, Any]:
     if command == "reboot":
         device.reboot()
         reply["boots"] = device.boots
+    elif command == "config-change":
+        note = request.get("note")
+        if note is not None and not isinstance(note, str):
+            raise ValueError(f"note is a text, not {note!r}")
+        reply["revision"] = device.change_config(note)
+        reply["protocols"] = list(lab.protocols(name))
     elif command in ("flap", "up"):
         index = request.get("interface")
         if isinstance(index, bool) or not isinstance(index, int):
@@ -87,6 +95,8 @@ def _status(lab: Lab) -> dict[str, Any]:
         "rebooted": {d.name: d.boots for d in devices if d.boots > 1},
         "silenced": [d.name for d in devices if d.is_silent],
         "garbage": [d.name for d in devices if d.sends_garbage],
+        "config_changed": {d.name: d.config_revision for d in devices if d.config_revision > 1},
+        "ssh": lab.params.ssh,
         # Interfaces taken down by a flap; administratively down ones are always down.
         "down": {
             d.name: down

@@ -17,15 +17,29 @@ Time comes from an injectable clock (``now``, monotonic seconds) so tests can mo
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
+from typing import Literal
 
 from netmon.lab.mib import MibTable, mib_table
 
-__all__ = ["ENGINE_ID_PREFIX", "Device", "Interface", "UsmStats", "device_role"]
+__all__ = [
+    "ENGINE_ID_PREFIX",
+    "Device",
+    "Interface",
+    "LabUser",
+    "Protocol",
+    "UsmStats",
+    "device_protocols",
+    "device_role",
+]
+
+Protocol = Literal["snmp", "netconf", "cli"]
 
 # RFC 3411 snmpEngineID, text format: enterprise 8072 (Net-SNMP) with the high bit set,
 # format 4 (administratively assigned text).
@@ -53,6 +67,30 @@ def device_role(name: str) -> str:
     """``access`` for most devices, ``distribution`` for about one in ten; fixed per name."""
     rng = random.Random(f"{name}/role")  # noqa: S311 -- simulation, not secrets
     return "distribution" if rng.random() < 0.1 else "access"
+
+
+def device_protocols(name: str) -> tuple[Protocol, ...]:
+    """What device ``name`` (``lab-NNNN``) speaks: every device answers SNMP; number n
+    with n % 4 == 2 also serves NETCONF over SSH, n % 4 == 3 an SSH CLI.
+
+    The one place that decides it: the lab's SSH listeners and its inventory both ask.
+    """
+    number = int(name.rsplit("-", 1)[1])
+    if number % 4 == 2:
+        return ("snmp", "netconf")
+    if number % 4 == 3:
+        return ("snmp", "cli")
+    return ("snmp",)
+
+
+@dataclass(frozen=True, slots=True)
+class LabUser:
+    """A local account in a device's configuration. The hash only looks like a
+    sha512-crypt one (nothing logs in with it): it gives config redaction work to do."""
+
+    name: str
+    privilege: int
+    password_hash: str
 
 
 class Interface:
@@ -232,6 +270,16 @@ class Device:
         self.flash_used = rng.uniform(0.2, 0.6)
         self.table: MibTable = mib_table(count)
         self._pending: set[Interface] = set()
+        # Wall-clock time of monotonic 0 for this device's clock, fixed once so that
+        # boot and discontinuity times read over NETCONF never jitter between requests.
+        self._wall_offset = time.time() - now()
+        self.hostname = name
+        self.software_version = "1.0"
+        self.config_revision = 1
+        self.users = (
+            LabUser("admin", 15, _fake_crypt(rng, name, "admin")),
+            LabUser("netops", 1, _fake_crypt(rng, name, "netops")),
+        )
 
     @staticmethod
     def _make_interfaces(rng: random.Random, count: int) -> list[Interface]:
@@ -324,6 +372,40 @@ class Device:
         for iface in self.interfaces:
             iface.reset()
 
+    def change_config(self, note: str | None = None) -> int:
+        """Change the running configuration: the next revision sets an interface's
+        description (also its ifAlias) to ``note``, else to a text naming the revision.
+        Returns the revision: new, unless that port already had that description."""
+        revision = self.config_revision + 1
+        text = note if note is not None else f"changed by netmon lab, revision {revision}"
+        if not text or len(text) > 200 or not text.isprintable():
+            raise ValueError("a config note is 1 to 200 printable characters")
+        # Walk the interfaces so that successive changes touch different ports.
+        iface = self.interfaces[(revision - 2) % len(self.interfaces)]
+        return self.set_descriptions({iface.index: text})
+
+    def set_descriptions(self, descriptions: Mapping[int, str]) -> int:
+        """Set interface descriptions (ifAlias) by ifIndex as one configuration change
+        (a NETCONF commit); "" removes one. Returns the revision, new if anything changed."""
+        for index, text in descriptions.items():
+            self.interface(index)
+            if len(text) > 200 or not text.isprintable():
+                raise ValueError("a description is at most 200 printable characters")
+        changed = {i: t for i, t in descriptions.items() if self.interface(i).alias != t}
+        if changed:
+            for index, text in changed.items():
+                self.interface(index).alias = text
+            self.config_revision += 1
+        return self.config_revision
+
+    def boot_time(self) -> float:
+        """The last boot as a POSIX timestamp (whole seconds: it must read alike twice)."""
+        return float(int(self._wall_offset + self._boot_at))
+
+    def wall_time(self, t: float) -> float:
+        """Seconds since boot ``t`` as a POSIX timestamp."""
+        return self._wall_offset + self._boot_at + t
+
     def silence(self, on: bool) -> None:
         """Drop every request without an answer (a dead or firewalled device)."""
         self.is_silent = on
@@ -346,3 +428,13 @@ class Device:
         # Logs fill the flash slowly; a cleanup job keeps it below 90 %.
         fraction = self.flash_used + (t / 86400 * 0.01) % 0.2
         return int(self.flash_size * min(fraction, 0.9))
+
+
+def _fake_crypt(rng: random.Random, name: str, user: str) -> str:
+    salt = "".join(
+        rng.choice("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789./")
+        for _ in range(16)
+    )
+    digest = hashlib.sha512(f"{name}/{user}/{salt}".encode()).digest()
+    body = base64.b64encode(digest).decode().rstrip("=").replace("+", ".")
+    return f"$6${salt}${body[:86]}"

@@ -1,8 +1,13 @@
 """A Nornir SimpleInventory (hosts.yaml, groups.yaml, defaults.yaml) that matches a lab.
 
-Keys stay references to NETMON_LAB_AUTH_KEY / NETMON_LAB_PRIV_KEY, as netmon's inventory
-rules require; the lab reads the same variables, so exporting them (or leaving both
-unset and exporting the documented defaults) keeps poller and lab in agreement.
+Keys stay references to NETMON_LAB_AUTH_KEY / NETMON_LAB_PRIV_KEY (and the SSH password
+to NETMON_LAB_SSH_PASSWORD), as netmon's inventory rules require; the lab reads the same
+variables, so exporting them (or leaving them unset and exporting the documented
+defaults) keeps poller and lab in agreement.
+
+Groups: ``lab`` (SNMP tasks) holds every device; ``lab-netconf`` and ``lab-cli`` are
+children of it that swap the interfaces task for their protocol's and add a config
+backup, with the protocol's login settings (the lab's host key pinned).
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from pathlib import Path
 import yaml
 
 from netmon.lab.device import device_role
-from netmon.lab.lab import AUTH_KEY_ENV, PRIV_KEY_ENV, Lab, LabParams
+from netmon.lab.lab import AUTH_KEY_ENV, PRIV_KEY_ENV, SSH_PASSWORD_ENV, Lab, LabParams
 
 __all__ = ["write_inventory"]
 
@@ -39,11 +44,19 @@ def write_inventory(lab: Lab | LabParams, directory: Path) -> list[Path]:
 
     hosts = [header]
     for name, port in zip(names, ports, strict=True):
+        protocols = params.protocols(name)
+        ssh = "netconf" if "netconf" in protocols else "cli" if "cli" in protocols else None
+        group = f"lab-{ssh}" if ssh else "lab"
+        extra = ""
+        if ssh:
+            # The TCP port has the UDP port's number (lab.py), unless both are ephemeral.
+            tcp = lab.ssh_port(name) if isinstance(lab, Lab) else port
+            extra = f", {ssh}: {{port: {tcp}}}"
         hosts.append(
             f"{name}:\n"
             f"  hostname: {_quote(host)}\n"
-            "  groups: [lab]\n"
-            f"  data: {{role: {device_role(name)}, snmp: {{port: {port}}}}}\n"
+            f"  groups: [{group}]\n"
+            f"  data: {{role: {device_role(name)}, snmp: {{port: {port}}}{extra}}}\n"
         )
     groups = (
         header + "lab:\n"
@@ -52,6 +65,8 @@ def write_inventory(lab: Lab | LabParams, directory: Path) -> list[Path]:
         "    poll_interval: 60s\n"
         "    tasks: [system, interfaces, resources]\n"
     )
+    if params.ssh:
+        groups += _ssh_groups(params)
     defaults = (
         header + "data:\n"
         "  snmp:\n"
@@ -74,6 +89,31 @@ def write_inventory(lab: Lab | LabParams, directory: Path) -> list[Path]:
         temporary.replace(path)  # a poller reloading the inventory never sees half a file
         written.append(path)
     return written
+
+
+def _ssh_groups(params: LabParams) -> str:
+    # Written from LabParams alone the key may not be known: a lab on loopback only.
+    key = params.ssh_host_key
+    host_key = f"{{pinned: {_quote(key)}}}" if key else "accept_any"
+    login = (
+        f"      username: {_quote(params.user)}\n"
+        f"      password: {{env: {SSH_PASSWORD_ENV}}}\n"
+        f"      host_key: {host_key}\n"
+    )
+    return (
+        "lab-netconf:\n"
+        "  groups: [lab]\n"
+        "  data:\n"
+        "    tasks: [system, resources, netconf_interfaces, netconf_config]\n"
+        "    netconf:\n" + login + "      connect_timeout: 5s\n"
+        "      rpc_timeout: 10s\n"
+        "lab-cli:\n"
+        "  groups: [lab]\n"
+        "  data:\n"
+        "    tasks: [system, resources, cli_interfaces, cli_config]\n"
+        "    cli:\n" + login + "      device_type: cisco_ios\n"
+        "      timeout: 10s\n"
+    )
 
 
 def _quote(text: str) -> str:

@@ -10,6 +10,14 @@ All devices share one USM user; its pass phrases come from NETMON_LAB_AUTH_KEY a
 NETMON_LAB_PRIV_KEY, else the lab-only defaults below (this is a lab: they are published
 on purpose). The 1 MB pass-phrase hashing runs once for the whole lab.
 
+Half of the devices also speak SSH (:func:`~netmon.lab.device.device_protocols`: NETCONF
+on numbers 2, 6, 10, ..., a CLI on 3, 7, 11, ...) on TCP with the same port number as
+their UDP one (:meth:`Lab.ssh_port`), password NETMON_LAB_SSH_PASSWORD else
+``netmon-lab-ssh``, one ed25519 host key per lab (:attr:`Lab.ssh_host_key_b64`).
+``ssh=False`` makes every device SNMP only. The 2,500 SSH listeners of a 5,000-device lab
+add about 18 MB and 1 s to its start (asyncssh builds each listener's options); see
+docs/lab.md.
+
 Measured: 5,000 devices with 8 interfaces take 45 MB of RSS (9 KB per device, socket
 included) and start in 0.2 s; with 8..48 interfaces per device, 121 MB. Each device holds
 one file descriptor, so :meth:`Lab.start` raises the soft RLIMIT_NOFILE to the hard limit
@@ -33,18 +41,29 @@ from typing import Literal
 
 from netmon.lab.agent import Agent
 from netmon.lab.control import serve_control
-from netmon.lab.device import Device
+from netmon.lab.device import Device, Protocol, device_protocols
+from netmon.lab.ssh import (
+    DEFAULT_SSH_PASSWORD,
+    SSH_PASSWORD_ENV,
+    LabSsh,
+    host_key_b64,
+    load_host_key,
+)
 from netmon.lab.usm import UsmUser
 
 __all__ = [
     "AUTH_KEY_ENV",
     "DEFAULT_AUTH_KEY",
     "DEFAULT_PRIV_KEY",
+    "DEFAULT_SSH_PASSWORD",
+    "LAB_SECRETS",
     "MAX_DEVICES",
     "PRIV_KEY_ENV",
+    "SSH_PASSWORD_ENV",
     "Lab",
     "LabParams",
     "device_name",
+    "use_lab_secrets",
 ]
 
 DEFAULT_AUTH_KEY = "netmon-lab-auth-key"
@@ -53,6 +72,21 @@ AUTH_KEY_ENV = "NETMON_LAB_AUTH_KEY"
 PRIV_KEY_ENV = "NETMON_LAB_PRIV_KEY"
 MAX_DEVICES = 5000
 _SPARE_FILES = 64  # for the control socket, logs, the database, ...
+
+
+# The lab's published secrets by the environment variable its inventory names them by.
+LAB_SECRETS = {
+    AUTH_KEY_ENV: DEFAULT_AUTH_KEY,
+    PRIV_KEY_ENV: DEFAULT_PRIV_KEY,
+    SSH_PASSWORD_ENV: DEFAULT_SSH_PASSWORD,
+}
+
+
+def use_lab_secrets() -> None:
+    """Put the lab's documented secrets in the environment, where its inventory refers
+    to them (as any inventory must), unless the user chose others."""
+    for name, value in LAB_SECRETS.items():
+        os.environ.setdefault(name, value)
 
 
 def device_name(number: int) -> str:
@@ -70,6 +104,10 @@ class LabParams:
     interfaces: int | None = None
     user: str = "netmon"
     auth_protocol: Literal["sha1", "sha256"] = "sha1"
+    # False: every device SNMP only (no SSH listeners; one inventory group).
+    ssh: bool = True
+    # The SSH host key's base64, for the inventory to pin; None when not known.
+    ssh_host_key: str | None = None
 
     def __post_init__(self) -> None:
         if not 1 <= self.devices <= MAX_DEVICES:
@@ -81,6 +119,10 @@ class LabParams:
 
     def names(self) -> list[str]:
         return [device_name(n) for n in range(1, self.devices + 1)]
+
+    def protocols(self, name: str) -> tuple[Protocol, ...]:
+        """What device ``name`` speaks in this lab (SNMP only when ``ssh`` is off)."""
+        return device_protocols(name) if self.ssh else ("snmp",)
 
 
 class Lab:
@@ -97,9 +139,18 @@ class Lab:
         priv_key: str | None = None,
         auth_protocol: Literal["sha1", "sha256"] = "sha1",
         *,
+        ssh: bool = True,
+        ssh_password: str | None = None,
+        host_key_dir: Path | None = None,
         now: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.params = LabParams(devices, host, base_port, interfaces, user, auth_protocol)
+        host_key = load_host_key(host_key_dir) if ssh else None
+        self.ssh_host_key_b64: str | None = host_key_b64(host_key) if host_key else None
+        self.params = LabParams(
+            devices, host, base_port, interfaces, user, auth_protocol, ssh, self.ssh_host_key_b64
+        )
+        password = ssh_password or os.environ.get(SSH_PASSWORD_ENV) or DEFAULT_SSH_PASSWORD
+        self._ssh = LabSsh(user, password, host_key) if host_key is not None else None
         auth_key = auth_key or os.environ.get(AUTH_KEY_ENV) or DEFAULT_AUTH_KEY
         priv_key = priv_key or os.environ.get(PRIV_KEY_ENV) or DEFAULT_PRIV_KEY
         self.user = UsmUser.from_passwords(user, auth_protocol, auth_key, priv_key)
@@ -113,8 +164,9 @@ class Lab:
     # --- serving ----------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Bind every device's socket on the running loop; all or none."""
-        _ensure_file_limit(len(self.devices) + _SPARE_FILES)
+        """Bind every device's sockets on the running loop; all or none."""
+        ssh_devices = {n for n in self.devices if len(self.params.protocols(n)) > 1}
+        _ensure_file_limit(len(self.devices) + len(ssh_devices) + _SPARE_FILES)
         loop = asyncio.get_running_loop()
         host, base = self.params.host, self.params.base_port
         for number, (name, device) in enumerate(self.devices.items(), start=1):
@@ -124,17 +176,23 @@ class Lab:
                 await loop.create_datagram_endpoint(
                     functools.partial(_same, agent), local_addr=(host, port)
                 )
+                self._agents[name] = agent
+                if self._ssh is not None and name in ssh_devices:
+                    # Same number as the UDP port (TCP is another space); with base 0
+                    # any free TCP port, as for UDP.
+                    await self._ssh.listen(device, self.params.protocols(name), host, port)
             except OSError as exc:
                 await self.stop()
                 raise OSError(
                     exc.errno, f"lab device {name} cannot listen on {host}:{port}: {exc.strerror}"
                 ) from exc
-            self._agents[name] = agent
 
     async def stop(self) -> None:
         agents = list(self._agents.values())
         self._agents.clear()
         await asyncio.gather(*(agent.close() for agent in agents))
+        if self._ssh is not None:
+            await self._ssh.close()
         if self._control is not None:
             self._control.close()
             await self._control.wait_closed()
@@ -169,6 +227,23 @@ class Lab:
         if not self.params.base_port:
             raise RuntimeError("with base_port=0 the ports are known once the lab has started")
         return self.params.base_port + int(name.rsplit("-", 1)[1])
+
+    def ssh_port(self, name: str) -> int:
+        """The TCP port of device ``name``'s SSH server (NETCONF or CLI): the number of
+        its UDP port; with base_port 0, known once started. ValueError if it has none."""
+        if "netconf" not in self.protocols(name) and "cli" not in self.protocols(name):
+            raise ValueError(f"lab device {name} speaks SNMP only")
+        port = self._ssh.port(name) if self._ssh is not None else None
+        if port is not None:
+            return port
+        if not self.params.base_port:
+            raise RuntimeError("with base_port=0 the ports are known once the lab has started")
+        return self.params.base_port + int(name.rsplit("-", 1)[1])
+
+    def protocols(self, name: str) -> tuple[Protocol, ...]:
+        """What device ``name`` speaks: ``snmp``, and ``netconf`` or ``cli`` for some."""
+        self.device(name)
+        return self.params.protocols(name)
 
     def device(self, name: str) -> Device:
         try:

@@ -26,7 +26,7 @@ from netmon.lab.ber import (
 if TYPE_CHECKING:
     from netmon.lab.device import Device, Interface
 
-__all__ = ["Getter", "MibTable", "mib_table"]
+__all__ = ["BROADCAST_SHARE", "MULTICAST_SHARE", "UNICAST_SHARE", "Getter", "MibTable", "mib_table"]
 
 Getter = Callable[["Device", int, float], Value]
 
@@ -47,8 +47,9 @@ MAX_MESSAGE_SIZE = 65507  # the largest UDP payload over IPv4
 
 _M32 = 0xFFFF_FFFF
 _M64 = 0xFFFF_FFFF_FFFF_FFFF
-# Shares of packets: unicast, multicast, broadcast.
-_UCAST, _MCAST, _BCAST = 0.94, 0.045, 0.015
+# Shares of packets: unicast, multicast, broadcast (NETCONF's statistics use them too).
+UNICAST_SHARE, MULTICAST_SHARE, BROADCAST_SHARE = 0.94, 0.045, 0.015
+_UCAST, _MCAST, _BCAST = UNICAST_SHARE, MULTICAST_SHARE, BROADCAST_SHARE
 
 
 def _ticks(seconds: float) -> TimeTicks:

@@ -23,8 +23,10 @@ from nornir.core.inventory import Host
 from netmon.config import PollerSettings
 from netmon.durations import parse_duration
 from netmon.errors import ConfigError
+from netmon.netconf.hosts import netconf_settings, netconf_target
 from netmon.poller.registry import NornirTask, TaskRegistry
 from netmon.snmp.hosts import snmp_settings, snmp_target
+from netmon.ssh.hosts import cli_settings, cli_target, uses_cli
 from netmon.store.devices import DeviceInfo
 
 __all__ = ["PollPlan", "load_inventory", "plan_polls"]
@@ -102,6 +104,10 @@ def _plan(host: Host, settings: PollerSettings, registry: TaskRegistry) -> PollP
             raise ConfigError(f"{where}: tasks: {exc}") from None
     if SNMP_TASKS & set(names) or snmp_settings(host):
         snmp_target(host)  # validates credentials and secrets now
+    if any(n.startswith("netconf_") for n in names) or netconf_settings(host):
+        netconf_target(host)  # the netconf section's keys, secret refs, host-key policy
+    if uses_cli(names) or cli_settings(host):
+        cli_target(host)  # the cli section's keys, secrets by reference, host-key policy
     tags = host.get("tags") or []
     return PollPlan(
         host=host,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import heapq
 import random
 import time
@@ -34,10 +35,11 @@ from nornir.core.task import Task
 
 from netmon.config import PollerSettings
 from netmon.errors import CollectionError, TaskError
+from netmon.histogram import POLL_SECONDS_BUCKETS, Histogram
 from netmon.ingest.pipeline import IngestPipeline
 from netmon.logs import get_logger
 from netmon.poller.inventory import PollPlan
-from netmon.records import DeviceEvent, DeviceFacts, Record, Sample
+from netmon.records import ConfigSnapshot, DeviceEvent, DeviceFacts, Record, Sample, SeriesKey
 from netmon.store.batcher import Batcher
 from netmon.store.health import PollHealthStore, PollOutcome
 
@@ -62,6 +64,12 @@ class PollerStats:
     samples: int = 0
     values_per_class: Counter[str] = field(default_factory=Counter)
     last_errors: deque[tuple[str, str, str]] = field(default_factory=lambda: deque(maxlen=20))
+    errors_by_class: Counter[str] = field(default_factory=Counter)
+    poll_seconds: Histogram = field(default_factory=lambda: Histogram(POLL_SECONDS_BUCKETS))
+
+
+# The tasks that read a device's configuration: what an on-demand backup runs.
+CONFIG_TASKS = ("netconf_config", "cli_config")
 
 
 def run_poll(nr: Nornir, plan: PollPlan) -> PollResult:
@@ -114,6 +122,7 @@ class Poller:
         health: PollHealthStore,
         *,
         on_facts: Callable[[list[DeviceFacts]], None] | None = None,
+        on_configs: Callable[[list[ConfigSnapshot]], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.nornir = nornir
@@ -122,7 +131,9 @@ class Poller:
         self.health = health
         self.pipeline = IngestPipeline()
         self.stats = PollerStats()
+        self._status_keys: dict[str, tuple[SeriesKey, SeriesKey]] = {}
         self._on_facts = on_facts
+        self._on_configs = on_configs
         self._clock = clock
         self._slots: dict[str, _Slot] = {}
         self._queue: list[tuple[float, int, _Slot]] = []
@@ -235,6 +246,7 @@ class Poller:
 
     async def _ingest(self, result: PollResult) -> None:
         self.stats.polls += 1
+        self.stats.poll_seconds.observe(result.duration_s)
         now = datetime.now(UTC)
         error = result.error
         outcome = PollOutcome(
@@ -246,23 +258,75 @@ class Poller:
         )
         if error is not None:
             self.stats.failed += 1
+            self.stats.errors_by_class[error.error_class] += 1
             self.stats.last_errors.append((now.isoformat(), result.device, str(error)))
         records = self.pipeline.process(result.device, result.records) if result.records else []
         events = self.health.record(outcome)
-        samples: list[Sample] = []
+        samples = self._status(result.device, now, outcome)
         facts: list[DeviceFacts] = []
+        configs: list[ConfigSnapshot] = []
         for r in records:
             if isinstance(r, Sample):
                 samples.append(r)
             elif isinstance(r, DeviceEvent):
                 events.append(r)
+            elif isinstance(r, ConfigSnapshot):
+                configs.append(r)
             else:
                 facts.append(r)
         if facts and self._on_facts is not None:
             self._on_facts(facts)
+        if configs and self._on_configs is not None:
+            self._on_configs(configs)
         if samples or events:
             self.stats.samples += len(samples)
             await self.batcher.submit(samples, events)
+
+    def _status(self, device: str, now: datetime, outcome: PollOutcome) -> list[Sample]:
+        """Every poll's own outcome as samples, as Prometheus writes ``up`` for every
+        scrape: ``up`` (the device answered) and ``poll_success`` (without an error).
+        Availability graphs and the unreachable / poll-failing alert rules read them."""
+        keys = self._status_keys.get(device)
+        if keys is None:
+            keys = self._status_keys[device] = (
+                SeriesKey(device, "up"),
+                SeriesKey(device, "poll_success"),
+            )
+        return [
+            Sample(keys[0], now, 1 if outcome.reachable else 0),
+            Sample(keys[1], now, 0 if outcome.error_class else 1),
+        ]
+
+    async def collect_configs(self, device: str) -> PollResult:
+        """Run ``device``'s configuration tasks now, outside its schedule (an operator asked
+        for a backup). Only their configurations are kept: no samples, no poll outcome,
+        so the device's series and health are those of its scheduled polls. Raises
+        ``KeyError`` for a device not polled here, ``LookupError`` for one without a
+        configuration task."""
+        slot = self._slots[device]
+        picked = [
+            (name, fn)
+            for name, fn in zip(slot.plan.task_names, slot.plan.tasks, strict=True)
+            if name in CONFIG_TASKS
+        ]
+        if not picked:
+            raise LookupError(f"{device} has no configuration task ({', '.join(CONFIG_TASKS)})")
+        plan = dataclasses.replace(
+            slot.plan,
+            task_names=tuple(n for n, _ in picked),
+            tasks=tuple(fn for _, fn in picked),
+        )
+        async with self._slots_free:
+            loop = asyncio.get_running_loop()
+            result = await loop.run_in_executor(self._pool, run_poll, self.nornir, plan)
+        configs = [r for r in result.records if isinstance(r, ConfigSnapshot)]
+        if configs and self._on_configs is not None:
+            self._on_configs(configs)
+        # Facts too: a config task may be the first on a new session, and say what it is.
+        facts = [r for r in result.records if isinstance(r, DeviceFacts)]
+        if facts and self._on_facts is not None:
+            self._on_facts(facts)
+        return result
 
     async def stop(self) -> None:
         """Stop scheduling; let polls in flight finish (bounded); store what they got."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -16,20 +17,37 @@ from nornir.core import Nornir
 from netmon.config import Settings
 from netmon.errors import ConfigError
 from netmon.logs import get_logger
+from netmon.netconf.hosts import forget_netconf_targets
+from netmon.netconf.shared import (
+    close_shared_pool,
+    configure_shared_pool,
+    shared_pool,
+)
+from netmon.poller.configs import ConfigBackups
 from netmon.poller.inventory import PollPlan, load_inventory, plan_polls
 from netmon.poller.registry import TaskRegistry
-from netmon.poller.scheduler import Poller
+from netmon.poller.scheduler import Poller, PollResult
 from netmon.records import DeviceFacts
 from netmon.snmp.hosts import forget_targets
+from netmon.ssh.drivers import napalm_pool
+from netmon.ssh.hosts import forget_cli_targets
+from netmon.ssh.session import cli_pool
 from netmon.store.batcher import Batcher
 from netmon.store.database import Database
 from netmon.store.devices import sync_devices, update_facts
 from netmon.store.health import PollHealthStore
 
-__all__ = ["PollerService"]
+__all__ = ["PollerService", "ReloadResult"]
 
 log = get_logger(__name__)
 FLUSH_INTERVAL_S = 1.0
+
+
+@dataclass(frozen=True)
+class ReloadResult:
+    ok: bool
+    devices: int  # polled from now on
+    error: str | None = None
 
 
 class PollerService:
@@ -43,35 +61,58 @@ class PollerService:
         self.registry = TaskRegistry.discover(settings.poller.task_modules)
         self.health = PollHealthStore(db)
         self.poller: Poller | None = None
+        self.configs = ConfigBackups(
+            db, publish=settings.writer.publish, observe=lambda: batcher.observe
+        )
         self._facts: dict[str, dict[str, object]] = {}
         self._flusher: asyncio.Task[None] | None = None
 
     def _load(self) -> tuple[Nornir, list[PollPlan]]:
-        forget_targets()  # secrets are read again, and checked, at every (re)load
+        # Secrets are read again, and checked, at every (re)load.
+        forget_targets()
+        forget_netconf_targets()
+        forget_cli_targets()
         nr = load_inventory(self.inventory)
         return nr, plan_polls(nr, self.settings.poller, self.registry)
 
     async def start(self) -> None:
+        poller = self.settings.poller
+        configure_shared_pool(
+            max_sessions=poller.netconf_sessions,
+            idle_timeout=poller.netconf_idle_timeout.total_seconds(),
+        )
         nr, plans = await asyncio.to_thread(self._load)
         await sync_devices(self.db, [p.info for p in plans])
         await self.health.load()
+        self.configs.start()
         self.poller = Poller(
-            nr, plans, self.settings.poller, self.batcher, self.health, on_facts=self._keep_facts
+            nr,
+            plans,
+            self.settings.poller,
+            self.batcher,
+            self.health,
+            on_facts=self._keep_facts,
+            on_configs=self.configs.submit,
         )
         self.poller.start()
         self._flusher = asyncio.create_task(self._flush_loop(), name="netmon-poll-health")
         log.info("poller started", devices=len(plans), inventory=str(self.inventory))
 
-    async def reload(self) -> None:
+    async def reload(self) -> ReloadResult:
+        """Re-read the inventory; a broken one is reported and the running one kept."""
         assert self.poller is not None
         try:
             nr, plans = await asyncio.to_thread(self._load)
         except ConfigError as exc:
             log.error("inventory reload failed; keeping the running inventory", error=str(exc))
-            return
+            return ReloadResult(ok=False, devices=self.poller.devices, error=str(exc))
         await sync_devices(self.db, [p.info for p in plans])
+        gone = set(self.poller.device_names) - {p.name for p in plans}
         self.poller.replace_plans(plans, nr)
+        for name in gone:  # their sessions would otherwise wait for the idle timeout
+            await asyncio.to_thread(_close_sessions, name)
         log.info("inventory reloaded", devices=len(plans))
+        return ReloadResult(ok=True, devices=len(plans))
 
     def _keep_facts(self, facts: list[DeviceFacts]) -> None:
         for f in facts:
@@ -98,12 +139,38 @@ class PollerService:
                 # Health and facts are state: the next flush carries the latest values.
                 log.warning("poll health not written; will retry", error=str(exc))
 
+    def polls(self, device: str) -> bool:
+        return self.poller is not None and device in self.poller.device_names
+
+    async def backup_configs(self, device: str) -> PollResult:
+        """Read ``device``'s configuration now and store it (see ``Poller.collect_configs``);
+        returns when it is stored, or the database is away and it waits in memory."""
+        assert self.poller is not None
+        result = await self.poller.collect_configs(device)
+        await self.configs.drain(5.0)
+        return result
+
     async def stop(self) -> None:
         if self.poller is not None:
             await self.poller.stop()
+        await self.configs.stop()
+        await asyncio.to_thread(_close_all_sessions)
         if self._flusher is not None:
             self._flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._flusher
         with contextlib.suppress(Exception):
             await self._flush()
+
+
+def _close_sessions(device: str) -> None:
+    """A device left the inventory: its NETCONF and SSH sessions go now."""
+    shared_pool().drop(device)
+    cli_pool().close(device)
+    napalm_pool().close(device)
+
+
+def _close_all_sessions() -> None:
+    close_shared_pool()
+    cli_pool().close_all()
+    napalm_pool().close_all()

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from netmon.config import WriterSettings
+from netmon.logs import get_logger
 from netmon.records import DeviceEvent, Sample
 from netmon.store.writer import SampleWriter, WriteResult
 
 __all__ = ["Batcher"]
+
+log = get_logger(__name__)
 
 _Pending = tuple[Sequence[Sample], Sequence[DeviceEvent], "asyncio.Future[WriteResult]"]
 
@@ -34,6 +37,9 @@ class Batcher:
         self._kick = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        # Alert evaluation sees each submission as it arrives, not after the flush: an
+        # alert does not wait for flush_interval or the COPY.
+        self.observe: Callable[[Sequence[Sample], Sequence[DeviceEvent]], None] | None = None
 
     @property
     def queued(self) -> int:
@@ -49,6 +55,12 @@ class Batcher:
         """Queue records; return the result of the flush that made them durable."""
         if self._closed:
             raise RuntimeError("the batcher is closed")
+        if self.observe is not None and (samples or events):
+            try:
+                self.observe(samples, events)
+            except Exception:
+                # A fault in evaluation must not cost a sample: the write goes on.
+                log.exception("alert evaluation failed for a submission")
         future: asyncio.Future[WriteResult] = asyncio.get_running_loop().create_future()
         self._pending.append((samples, events, future))
         self._waiting += len(samples)

@@ -15,6 +15,7 @@ from piccolo.columns import (
     BigInt,
     BigSerial,
     Boolean,
+    Bytea,
     DoublePrecision,
     ForeignKey,
     Integer,
@@ -24,7 +25,7 @@ from piccolo.columns import (
 )
 from piccolo.table import Table
 
-__all__ = ["TABLES", "Device", "DeviceEvent", "PollHealth", "Series"]
+__all__ = ["TABLES", "ApiToken", "AuditEntry", "Device", "DeviceEvent", "PollHealth", "Series"]
 
 
 class Device(Table, tablename="devices"):
@@ -36,6 +37,7 @@ class Device(Table, tablename="devices"):
     platform = Text(null=True)
     tags = Array(base_column=Text())
     facts = JSONB()
+    owner = Text(null=True)
     created_at = Timestamptz()
     updated_at = Timestamptz()
 
@@ -79,4 +81,42 @@ class PollHealth(Table, tablename="poll_health"):
     reachable = Boolean()
 
 
-TABLES: tuple[type[Table], ...] = (Device, Series, DeviceEvent, RollupState, PollHealth)
+class ApiToken(Table, tablename="api_tokens"):
+    id = BigSerial(primary_key=True)
+    key_id = Text(unique=True)
+    name = Text()
+    role = Text()
+    sites = Array(base_column=Text(), null=True)
+    salt = Bytea()
+    hash = Bytea()
+    created_at = Timestamptz()
+    created_by = Text()
+    expires_at = Timestamptz(null=True)
+    revoked_at = Timestamptz(null=True)
+    last_used_at = Timestamptz(null=True)
+
+
+class AuditEntry(Table, tablename="audit_log"):
+    id = BigSerial(primary_key=True)
+    time = Timestamptz()
+    actor = Text()
+    token_id = BigInt(null=True)
+    role = Text(null=True)
+    action = Text()
+    resource = Text()
+    resource_id = Text(null=True)
+    before = JSONB(null=True)
+    after = JSONB(null=True)
+    request_id = Text(null=True)
+    client = Text(null=True)
+
+
+TABLES: tuple[type[Table], ...] = (
+    Device,
+    Series,
+    DeviceEvent,
+    RollupState,
+    PollHealth,
+    ApiToken,
+    AuditEntry,
+)

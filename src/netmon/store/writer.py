@@ -6,6 +6,10 @@ violation goes through INSERT ... ON CONFLICT DO NOTHING. While the database is 
 batches go to the spool and a background task replays them, in order, when it returns;
 a spool left by a crash is replayed on start. While the spool holds anything, new batches
 queue behind it so replay order is acceptance order.
+
+With ``writer.publish``, what was committed goes to the API's live feeds by NOTIFY
+(``store/notify.py``). The writer also LISTENs on ``netmon_control``: a device deleted in
+another process empties its series cache.
 """
 
 from __future__ import annotations
@@ -13,21 +17,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import get_args, get_type_hints
+from typing import Any, get_args, get_type_hints
 
 import asyncpg
 import msgspec
 
 from netmon.config import Settings
 from netmon.errors import DatabaseUnavailableError
+from netmon.histogram import WRITE_SECONDS_BUCKETS, Histogram
 from netmon.logs import get_logger
 from netmon.records import U64_MAX, DeviceEvent, Sample, SeriesKind
 from netmon.store.database import Database, is_connection_error
+from netmon.store.listener import Listener
+from netmon.store.notify import (
+    CONTROL_CHANNEL,
+    Control,
+    decode_control,
+    publish_events,
+    publish_samples,
+)
 from netmon.store.partitions import ensure_partitions, partitioned_tables
 from netmon.store.rollups import lower_watermarks
 from netmon.store.series import SeriesCache
@@ -55,6 +68,15 @@ WITH ins AS (
 SELECT count(*) FROM ins
 """
 
+# Publishing needs the rows that were new, not only how many (the others may hold other
+# values than the ones stored).
+_INSERT_IGNORE_RETURNING = """
+INSERT INTO samples (series_id, time, value)
+SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::numeric[])
+ON CONFLICT (series_id, time) DO NOTHING
+RETURNING series_id, time
+"""
+
 _INSERT_EVENTS = """
 INSERT INTO device_events (uid, device_id, time, kind, severity, message, attributes)
 SELECT i.uid, d.id, i.time, i.kind, i.severity, i.message, i.attributes
@@ -63,6 +85,11 @@ FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::text[], $5::text[], $
 JOIN devices d ON d.name = i.device
 ON CONFLICT (uid) DO NOTHING
 """
+_INSERT_EVENTS_RETURNING = _INSERT_EVENTS + "RETURNING uid\n"
+# The control listener: first and longest pause between reconnects, and how often an idle
+# connection is checked (a half-open TCP connection tells nobody it died).
+_LISTEN_RETRY_MAX = 10.0
+_LISTEN_KEEPALIVE = 10.0
 
 
 class Batch(msgspec.Struct):
@@ -101,6 +128,15 @@ class WriterStats:
     dropped: int = 0
     batches: int = 0
     write_seconds: float = 0.0
+    # Seconds per batch into PostgreSQL, replays included (a batch that fails over to the
+    # spool is not observed: its time says nothing about the database).
+    write_latency: Histogram = field(default_factory=lambda: Histogram(WRITE_SECONDS_BUCKETS))
+    # Live feeds (writer.publish): notifications sent, and publishes that failed after the
+    # rows were committed (the rows stay stored; feed clients miss them).
+    notifications: int = 0
+    publish_errors: int = 0
+    # netmon_control: series caches dropped on request of another process or on reconnect.
+    series_forgets: int = 0
 
 
 _KINDS = frozenset(get_args(SeriesKind))
@@ -176,8 +212,30 @@ class SampleWriter:
         self._decoder = msgspec.msgpack.Decoder(Batch)
         self._wake = asyncio.Event()
         self._replayer: asyncio.Task[None] | None = None
+        self._control: asyncio.Task[None] | None = None
+        # netmon_control, on a connection of its own for as long as the writer runs: a
+        # device deleted through the API in another process must not leave this one
+        # writing samples under the deleted series ids.
+        self._listener = Listener(
+            db,
+            {CONTROL_CHANNEL: self._on_control},
+            name="control listener",
+            retry_min=settings.writer.retry_interval.total_seconds(),
+            retry_max=_LISTEN_RETRY_MAX,
+            keepalive=_LISTEN_KEEPALIVE,
+            keepalive_timeout=settings.database.connect_timeout.total_seconds(),
+            on_connect=self._on_connect,
+        )
         self._closing = False
         self.database_up = True
+        self.publish = settings.writer.publish
+        # Other control messages (inventory_reload, ...) go to whoever runs this writer.
+        self.on_control: Callable[[Control], None] | None = None
+
+    @property
+    def control_listening(self) -> bool:
+        """True while the netmon_control listener is connected (for health and tests)."""
+        return self._listener.listening
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -191,6 +249,9 @@ class SampleWriter:
             )
             self._wake.set()
         self._replayer = asyncio.create_task(self._replay_loop(), name="netmon-spool-replay")
+        self._control = asyncio.create_task(
+            self._listener.run(lambda: self._closing), name="netmon-writer-control"
+        )
 
     async def close(self, drain_timeout: float = 10.0) -> None:
         """Stop; give the replayer ``drain_timeout`` s to empty the spool. Whatever is left
@@ -207,6 +268,11 @@ class SampleWriter:
         with contextlib.suppress(asyncio.CancelledError):
             await self._replayer
         self._replayer = None
+        if self._control is not None:
+            self._control.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._control
+            self._control = None
 
     async def __aenter__(self) -> SampleWriter:
         await self.start()
@@ -277,7 +343,12 @@ class SampleWriter:
         self.database_up = False
         self._wake.set()
 
-    async def _to_database(self, batch: Batch) -> tuple[int, int]:
+    async def _to_database(self, batch: Batch, fresh: bool = True) -> tuple[int, int]:
+        """Store ``batch``. ``fresh``: written now, not replayed from the spool; only fresh
+        samples go to the live feeds. A replay can carry hours of backlog: a flood of old
+        samples would overflow every feed client's queue and push out the current ones,
+        and a client wanting the history asks the range API for it. Events are published
+        either way: there are few, and "went down during the outage" is news."""
         loop = asyncio.get_running_loop()
         started = loop.time()
         samples = batch.samples
@@ -287,26 +358,39 @@ class SampleWriter:
                 await self.series.resolve(conn, {s.series for s in samples})
                 await self._write_events(conn, batch.events)
         if samples:
-            try:
-                rows = self._rows(samples)
-            except KeyError:  # series not seen before: create or look them up, once
-                async with self.db.pool.acquire() as conn:
-                    await self.series.resolve(conn, {s.series for s in samples})
-                rows = self._rows(samples)
+            rows = await self._resolved_rows(samples)
             times = [row[1] for row in rows]
             oldest, newest = min(times), max(times)
             chunks = self._chunks(rows)
+            publish = fresh and self.publish
             if len(chunks) == 1:
-                stored = await self._copy(chunks[0], oldest, newest)
+                stored = await self._copy(chunks[0], oldest, newest, publish)
             else:
-                counts = await asyncio.gather(*(self._copy(c, oldest, newest) for c in chunks))
+                counts = await asyncio.gather(
+                    *(self._copy(c, oldest, newest, publish) for c in chunks)
+                )
                 stored = sum(counts)
             if oldest < datetime.now(UTC) - self.settings.storage.rollup_lateness:
                 async with self.db.pool.acquire() as conn:
                     await lower_watermarks(conn, oldest)
+        elapsed = loop.time() - started
         self.stats.batches += 1
-        self.stats.write_seconds += loop.time() - started
+        self.stats.write_seconds += elapsed
+        self.stats.write_latency.observe(elapsed)
         return stored, len(samples) - stored
+
+    async def _resolved_rows(self, samples: list[Sample]) -> list[Row]:
+        for attempt in range(3):
+            try:
+                return self._rows(samples)
+            except KeyError:
+                # Series not seen before: create or look them up. Once is enough, unless a
+                # series_forget emptied the cache while we waited for the database.
+                if attempt == 2:
+                    raise
+                async with self.db.pool.acquire() as conn:
+                    await self.series.resolve(conn, {s.series for s in samples})
+        raise AssertionError("unreachable")
 
     def _rows(self, samples: list[Sample]) -> list[Row]:
         ids = self.series.ids
@@ -324,52 +408,89 @@ class SampleWriter:
         size = -(-len(rows) // n)
         return [rows[i : i + size] for i in range(0, len(rows), size)]
 
-    async def _copy(self, rows: list[Row], oldest: datetime, newest: datetime) -> int:
-        """Store rows idempotently; return how many were new."""
+    async def _copy(
+        self, rows: list[Row], oldest: datetime, newest: datetime, publish: bool = False
+    ) -> int:
+        """Store rows idempotently; return how many were new. ``publish``: send the new
+        ones to the live feeds once committed."""
+        async with self.db.pool.acquire() as conn:
+            new = await self._store_rows(conn, rows, oldest, newest, publish)
+            if isinstance(new, int):
+                return new
+            if new:
+                # After the commit (COPY and INSERT run in autocommit), on the same
+                # connection: one round trip more, where a transaction around the COPY would
+                # cost two (BEGIN, COMMIT); and nothing uncommitted can be sent. A crash
+                # between commit and publish loses only the notification.
+                await self._publish(publish_samples, conn, new)
+            return len(new)
+
+    async def _store_rows(
+        self,
+        conn: asyncpg.Connection,
+        rows: list[Row],
+        oldest: datetime,
+        newest: datetime,
+        want_rows: bool,
+    ) -> int | list[Row]:
+        """Store rows; the count of new ones or, if ``want_rows``, the new rows."""
         partitions_made = False
         deadlocks = 0
-        async with self.db.pool.acquire() as conn:
-            while True:
+        while True:
+            try:
+                # The missing-partition handler below must also cover the ON CONFLICT
+                # path: COPY can meet a duplicate before it routes a row that has no
+                # partition yet.
                 try:
-                    # The missing-partition handler below must also cover the ON CONFLICT
-                    # path: COPY can meet a duplicate before it routes a row that has no
-                    # partition yet.
-                    try:
-                        await conn.copy_records_to_table("samples", records=rows, columns=COLUMNS)
-                        return len(rows)
-                    except asyncpg.exceptions.UniqueViolationError:
-                        return await self._insert_ignoring_duplicates(conn, rows)
-                except asyncpg.exceptions.CheckViolationError as exc:
-                    # "no partition of relation ... found for row": make it, then retry.
-                    if "no partition" not in str(exc) or partitions_made:
-                        raise
-                    await ensure_partitions(
-                        conn,
-                        self._tables["samples"],
-                        oldest,
-                        newest + self._tables["samples"].interval / 1_000_000,
-                        self.settings.storage.lock_timeout * 20,
-                    )
-                    partitions_made = True
-                except asyncpg.exceptions.DeadlockDetectedError:
-                    # Another writer was inserting some of the same rows in another order,
-                    # and ours was rolled back. Try again: its rows are duplicates now.
-                    deadlocks += 1
-                    if deadlocks > _DEADLOCK_RETRIES:
-                        raise
+                    await conn.copy_records_to_table("samples", records=rows, columns=COLUMNS)
+                    return rows if want_rows else len(rows)
+                except asyncpg.exceptions.UniqueViolationError:
+                    if want_rows:
+                        return await self._insert_returning_new(conn, rows)
+                    return await self._insert_ignoring_duplicates(conn, rows)
+            except asyncpg.exceptions.CheckViolationError as exc:
+                # "no partition of relation ... found for row": make it, then retry.
+                if "no partition" not in str(exc) or partitions_made:
+                    raise
+                await ensure_partitions(
+                    conn,
+                    self._tables["samples"],
+                    oldest,
+                    newest + self._tables["samples"].interval / 1_000_000,
+                    self.settings.storage.lock_timeout * 20,
+                )
+                partitions_made = True
+            except asyncpg.exceptions.DeadlockDetectedError:
+                # Another writer was inserting some of the same rows in another order,
+                # and ours was rolled back. Try again: its rows are duplicates now.
+                deadlocks += 1
+                if deadlocks > _DEADLOCK_RETRIES:
+                    raise
 
     async def _insert_ignoring_duplicates(self, conn: asyncpg.Connection, rows: list[Row]) -> int:
         ids, times, values = zip(*rows, strict=True)
         count: int = await conn.fetchval(_INSERT_IGNORE, list(ids), list(times), list(values))
         return count
 
+    async def _insert_returning_new(self, conn: asyncpg.Connection, rows: list[Row]) -> list[Row]:
+        ids, times, values = zip(*rows, strict=True)
+        records = await conn.fetch(_INSERT_IGNORE_RETURNING, list(ids), list(times), list(values))
+        new = {(r["series_id"], r["time"]) for r in records}
+        out: list[Row] = []
+        for row in rows:
+            key = (row[0], row[1])
+            # A key twice in one batch was inserted once, from its first row.
+            if key in new:
+                new.discard(key)
+                out.append(row)
+        return out
+
     async def _write_events(self, conn: asyncpg.Connection, events: Sequence[DeviceEvent]) -> None:
         await conn.execute(
             "INSERT INTO devices (name) SELECT DISTINCT unnest($1::text[]) ON CONFLICT DO NOTHING",
             [e.device for e in events],
         )
-        await conn.execute(
-            _INSERT_EVENTS,
+        args = (
             [e.uid for e in events],
             [e.device for e in events],
             [e.time for e in events],
@@ -378,6 +499,56 @@ class SampleWriter:
             [e.message for e in events],
             [json.dumps(e.attributes) for e in events],
         )
+        if not self.publish:
+            await conn.execute(_INSERT_EVENTS, *args)
+            return
+        # Only the events stored now: one already stored (a replay of a batch whose events
+        # made it before the samples failed) was published then.
+        new = {r["uid"] for r in await conn.fetch(_INSERT_EVENTS_RETURNING, *args)}
+        if new:
+            await self._publish(publish_events, conn, [e for e in events if e.uid in new])
+
+    async def _publish(
+        self,
+        send: Callable[[asyncpg.Connection, Any], Awaitable[int]],
+        conn: asyncpg.Connection,
+        what: Any,
+    ) -> None:
+        """Publish committed rows; a failure is counted and logged, never raised: the rows
+        are stored, and failing the write would spool them again for nothing."""
+        try:
+            self.stats.notifications += await send(conn, what)
+        except Exception as exc:
+            self.stats.publish_errors += 1
+            log.warning(
+                "live feed publish failed; the rows are stored",
+                error=f"{type(exc).__name__}: {exc}",
+                publish_errors=self.stats.publish_errors,
+            )
+
+    # -- netmon_control ----------------------------------------------------------------
+
+    def _on_connect(self, _lost_since: datetime | None, reconnected: bool) -> None:
+        # A series_forget sent while the listener was away is lost: drop the whole cache
+        # (it costs one lookup per series).
+        if reconnected:
+            self._forget_series("control listener reconnected")
+
+    def _on_control(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        try:
+            control = decode_control(payload)
+        except msgspec.DecodeError:
+            log.warning("netmon_control: unreadable notification ignored", payload=payload[:200])
+            return
+        if control.op == "series_forget":
+            self._forget_series("series_forget")
+        elif self.on_control is not None:
+            self.on_control(control)  # e.g. the Service reloads its poller's inventory
+
+    def _forget_series(self, why: str) -> None:
+        self.series.clear()
+        self.stats.series_forgets += 1
+        log.debug("series cache dropped", reason=why)
 
     # -- replay ------------------------------------------------------------------------
 
@@ -430,7 +601,7 @@ class SampleWriter:
             if expired:
                 self.stats.expired += expired
                 log.warning("spooled samples expired past retention", expired=expired)
-            stored, dups = await self._to_database(Batch(samples=kept, events=events))
+            stored, dups = await self._to_database(Batch(samples=kept, events=events), fresh=False)
             for path in group:
                 self.spool.remove(path)
             self.stats.replayed += len(kept)
