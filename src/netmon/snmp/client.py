@@ -302,28 +302,49 @@ class SnmpClient:
         c = target.credentials
         agent = (target.address, c.port)
         garbage_before = self._garbage.get(agent, 0)
+        reply = await self._exchange(target, agent, oids, bulk)
+        if isinstance(reply.indication, errind.UnknownEngineID):
+            # The agent at this address is not the engine pysnmp learnt there (a device
+            # replaced, an address or port handed to another agent). pysnmp would keep
+            # the old engine ID for 5 minutes, ignoring the agent's reports, and every
+            # poll would fail until then: forget it and discover again, once.
+            self._forget_engine_id(agent)
+            reply = await self._exchange(target, agent, oids, bulk)
+        if reply.indication is not None:
+            if isinstance(reply.indication, errind.RequestTimedOut):
+                # An agent that is not the engine we remember may drop our requests or
+                # answer with reports pysnmp discards; the next request discovers anew.
+                self._forget_engine_id(agent)
+            garbage = self._garbage.get(agent, 0) > garbage_before
+            raise self._error(target, reply.indication, garbage)
+        if reply.status:
+            raise self._status_error(target, reply, oids)
+        return reply
+
+    async def _exchange(
+        self,
+        target: SnmpTarget,
+        agent: tuple[str, int],
+        oids: Sequence[Oid],
+        bulk: tuple[int, int] | None,
+    ) -> _Reply:
+        """One request as pysnmp carries it, with its engine discovery and retries."""
+        c = target.credentials
         addr_name = self._configure(target)
         engine_id = self._peer_engine_id(agent)
-        reply: _Reply | None = None
         if engine_id is None:
             # First contact, or pysnmp's 5-minute engine-ID cache expired: pysnmp
             # discovers the engine ID, then sends with whatever USM row it has for it:
             # none (unknownSecurityName), ours, or another device's keys.
             reply = await self._send(addr_name, target, oids, bulk)
             engine_id = self._peer_engine_id(agent)
-            if engine_id is not None and (
-                reply.indication is errind.unknownSecurityName
-                or self._rows.get((engine_id, c.user)) != _row_identity(c)
+            if engine_id is None or (
+                reply.indication is not errind.unknownSecurityName
+                and self._rows.get((engine_id, c.user)) == _row_identity(c)
             ):
-                reply = None  # not sent with our keys: send again, with them
-        if reply is None:
-            reply = await self._send_with_row(engine_id, addr_name, target, oids, bulk)
-        if reply.indication is not None:
-            garbage = self._garbage.get(agent, 0) > garbage_before
-            raise self._error(target, reply.indication, garbage)
-        if reply.status:
-            raise self._status_error(target, reply, oids)
-        return reply
+                return reply
+            # not sent with our keys: send again, with them
+        return await self._send_with_row(engine_id, addr_name, target, oids, bulk)
 
     async def _send_with_row(
         self,
@@ -506,6 +527,24 @@ class SnmpClient:
             setattr(usm, self._MAP_VERSION, engine_ids.branchVersionId)
         except Exception:
             return  # pysnmp rebuilds its map on the next lookup
+
+    # pysnmp has no call to forget the engine ID it cached for an address; its cache and
+    # expiry queue are dropped together (the queue's expiry deletes without checking).
+    _ENGINE_IDS = "_SnmpV3MessageProcessingModel__engineIdCache"
+    _ENGINE_ID_EXPIRY = "_SnmpV3MessageProcessingModel__engineIdCacheExpQueue"
+
+    def _forget_engine_id(self, address: tuple[str, int]) -> None:
+        mp = self._engine.message_processing_subsystems[3]
+        key = (udp.DOMAIN_NAME, address)
+        cache = getattr(mp, self._ENGINE_IDS, None)
+        expiry = getattr(mp, self._ENGINE_ID_EXPIRY, None)
+        if not isinstance(cache, dict) or not isinstance(expiry, dict) or key not in cache:
+            return
+        for keys in expiry.values():
+            while key in keys:
+                keys.remove(key)
+        del cache[key]
+        self.stats["rediscoveries"] += 1
 
     def _peer_engine_id(self, address: tuple[str, int]) -> Any:
         mp = self._engine.message_processing_subsystems[3]
