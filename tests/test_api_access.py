@@ -88,7 +88,7 @@ MATRIX: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/silences"): "viewer",
     ("POST", "/api/v1/silences"): "operator",
     ("GET", "/api/v1/silences/{silence_id}"): "viewer",
-    ("DELETE", "/api/v1/silences/{silence_id}"): "operator",
+    ("POST", "/api/v1/silences/{silence_id}/expire"): "operator",
     ("GET", "/api/v1/webhooks"): "admin",
     ("POST", "/api/v1/webhooks"): "admin",
     ("GET", "/api/v1/webhooks/{webhook_id}"): "admin",
@@ -292,7 +292,7 @@ async def _request_for(world: World, method: str, path: str) -> Request:
             return path.replace("{name}", await world.rule()), body
         case ("POST", "/api/v1/silences"):
             return path, {"json": {"matchers": ['site="lon1"'], "duration": "1h"}}
-        case (_, "/api/v1/silences/{silence_id}"):
+        case (_, "/api/v1/silences/{silence_id}" | "/api/v1/silences/{silence_id}/expire"):
             return path.replace("{silence_id}", str(await world.silence())), {}
         case ("POST", "/api/v1/webhooks"):
             return path, {"json": {"name": world.name(), "url": ALLOWED}}

@@ -648,16 +648,20 @@ async def test_silences_are_made_listed_and_expired(api: Api) -> None:
         assert [s["id"] for s in rest.json()["items"]] == [active["id"]]
 
         for silence in (active, pending):
-            assert (await c.delete(f"/api/v1/silences/{silence['id']}")).status_code == 204
+            answer = await c.post(f"/api/v1/silences/{silence['id']}/expire")
+            assert answer.status_code == 200, answer.text
             expired = (await c.get(f"/api/v1/silences/{silence['id']}")).json()
+            assert answer.json() == expired
             assert expired["state"] == "expired"
             assert expired["ends_at"] > expired["starts_at"]
             assert datetime.fromisoformat(expired["ends_at"]) <= datetime.now(UTC)
         assert await listed(state="expired") == [pending["id"], active["id"]]
         assert await listed() == []
-        assert (await c.delete(f"/api/v1/silences/{active['id']}")).status_code == 204
+        again = await c.post(f"/api/v1/silences/{active['id']}/expire")
+        assert again.status_code == 200
+        assert again.json() == (await c.get(f"/api/v1/silences/{active['id']}")).json()
         problem(await c.get("/api/v1/silences/999999"), 404, "silence 999999 not found")
-        problem(await c.delete("/api/v1/silences/999999"), 404)
+        problem(await c.post("/api/v1/silences/999999/expire"), 404)
 
     entries = await audit(api, "silence")
     assert [e["action"] for e in entries] == ["expire", "expire", "create", "create"]
@@ -714,7 +718,7 @@ async def test_site_tokens_silence_their_sites_only_and_file_silences_stay(api: 
     async with api.client("operator") as c:
         paris = await c.post("/api/v1/silences", json={"matchers": ["site=par1"], "duration": "1h"})
         assert paris.status_code == 201
-        problem(await c.delete(f"/api/v1/silences/{file_id}"), 409, "rules file")
+        problem(await c.post(f"/api/v1/silences/{file_id}/expire"), 409, "rules file")
     async with api.client("lon1") as c:
         problem(
             await c.post("/api/v1/silences", json={"matchers": ["rule=x"], "duration": "1h"}),
@@ -732,7 +736,7 @@ async def test_site_tokens_silence_their_sites_only_and_file_silences_stay(api: 
         listed = [s["id"] for s in (await c.get("/api/v1/silences")).json()["items"]]
         assert listed == [mine.json()["id"], file_id]
         problem(await c.get(f"/api/v1/silences/{paris.json()['id']}"), 404)
-        problem(await c.delete(f"/api/v1/silences/{paris.json()['id']}"), 404)
+        problem(await c.post(f"/api/v1/silences/{paris.json()['id']}/expire"), 404)
     assert site_matchers(["lon1", 'we"ird']) == ['site="lon1"', 'site="we\\"ird"']
 
 

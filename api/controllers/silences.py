@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import asyncpg
-from litestar import Controller, Request, delete, get, post
+from litestar import Controller, Request, get, post
 from litestar.exceptions import NotFoundException, PermissionDeniedException
 from litestar.params import QueryParameter
 
@@ -123,15 +123,19 @@ class SilenceController(Controller):
             await record_audit(conn, actor, "create", "silence", str(row.id), None, row)
         return row
 
-    @delete(
-        "/{silence_id:int}",
+    @post(
+        "/{silence_id:int}/expire",
         summary="Expire a silence (it ends now)",
         guards=[requires("operator")],
+        status_code=200,
         responses=responses(404, 409),
     )
-    async def expire(self, ctx: Ctx, request: Request[Principal, Any, Any], silence_id: Id) -> None:
-        """The silence stays, expired, for the record; expiring it again changes
-        nothing. Silences from the rules file: 409."""
+    async def expire(
+        self, ctx: Ctx, request: Request[Principal, Any, Any], silence_id: Id
+    ) -> SilenceRow:
+        """The silence ends now and stays listed as `expired`, for the record (as
+        Alertmanager's), so this is not a DELETE: the resource is still there. Expiring an
+        expired silence changes nothing. Silences from the rules file: 409."""
         async with ctx.db.pool.acquire() as conn, conn.transaction():
             before = await _visible(conn, request.user, silence_id, lock=True)
             if before.source != "api":
@@ -140,7 +144,9 @@ class SilenceController(Controller):
                     "change it there"
                 )
             after = await silences.expire_silence(conn, silence_id)
-            if after is not None:
-                await record_audit(
-                    conn, actor_of(request), "expire", "silence", str(silence_id), before, after
-                )
+            if after is None:
+                return before
+            await record_audit(
+                conn, actor_of(request), "expire", "silence", str(silence_id), before, after
+            )
+            return after
