@@ -173,6 +173,26 @@ def test_a_base_10_client_keeps_end_of_message_framing():
     assert b'message-id="5"' in out
 
 
+def test_a_silence_drops_whole_messages_and_keeps_the_framing():
+    """A silence that starts or ends while a message is half read (the bytes of one
+    message can come in several reads) drops messages, never bytes: the session's
+    framing survives, and the next request is answered."""
+    device = Device("lab-0002", 2)
+    session = started(device)
+    get = f'<rpc xmlns="{BASE_NS}" message-id="1"><get/></rpc>'.encode()
+    framed = b"\n#%d\n" % len(get) + get + b"\n##\n"
+    device.silence(True)
+    assert session.receive(framed) == b""  # dropped whole
+    assert session.receive(framed[:10]) == b""  # ... half of the next one while silent
+    device.silence(False)
+    late = session.receive(framed[10:])  # completed after the silence: answered
+    assert b'message-id="1"' in late
+    close = f'<rpc xmlns="{BASE_NS}" message-id="2"><close-session/></rpc>'.encode()
+    reply = session.receive(b"\n#%d\n" % len(close) + close + b"\n##\n")
+    assert b'message-id="2"' in reply
+    assert b"<ok/>" in reply
+
+
 @pytest.mark.parametrize(
     ("message", "tag"),
     [

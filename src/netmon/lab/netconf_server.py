@@ -387,6 +387,11 @@ class NetconfSession:
         for message in self.reader.feed(data):
             if self.closed:
                 break
+            if self.device.is_silent:
+                # A dead device: the client's rpc-timeout is what it gets. Whole messages
+                # are dropped, never bytes, so the framing outlives a silence that starts
+                # or ends while a message is half read.
+                continue
             if not self.hello_done:
                 self._client_hello(message)
                 continue
@@ -631,10 +636,7 @@ async def serve_netconf(device: Device, process: asyncssh.SSHServerProcess[str])
             text = await stdin.read(_CHUNK)
             if not text:
                 break
-            data = text.encode()
-            if device.is_silent:
-                continue  # a dead device: the client's rpc-timeout is what it gets
-            reply = session.receive(data)
+            reply = session.receive(text.encode())
             if reply:
                 if device.sends_garbage:
                     reply = b"\x00not xml at all" + reply
