@@ -14,7 +14,12 @@ from tests.api_helpers import Api, api, api_database_url, api_settings
 
 __all__ = ["api", "api_database_url", "api_settings"]
 
-NOW = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)  # on every grid
+
+def _hour() -> datetime:
+    """A top of the hour (on every rollup grid) whose hour before is closed for the
+    rollups (2 min lateness): taken per test, never at import, since a run can cross an
+    hour between collection and the test."""
+    return (datetime.now(UTC) - timedelta(minutes=3)).replace(minute=0, second=0, microsecond=0)
 
 
 def _key(device: str, metric: str, interface: str | None = None) -> SeriesKey:
@@ -29,13 +34,14 @@ async def _write(api: Api, samples: list[Sample]) -> None:
 
 
 async def test_last_values_by_device_metric_and_label(api: Api) -> None:
+    now = datetime.now(UTC)  # within /last's default 1 h lookback
     samples = []
     for device in ("r1", "r2"):
         for iface in ("eth0", "eth1"):
             for i in range(3):
-                t = NOW - timedelta(minutes=2 - i)
+                t = now - timedelta(minutes=2 - i)
                 samples.append(Sample(_key(device, "ifHCInOctets:rate", iface), t, 100 * i))
-        samples.append(Sample(_key(device, "cpu"), NOW, 2**64 - 1))
+        samples.append(Sample(_key(device, "cpu"), now, 2**64 - 1))
     await _write(api, samples)
     async with api.client("viewer") as c:
         r1 = (await c.get("/api/v1/metrics/last", params={"device": "r1"})).json()["items"]
@@ -57,7 +63,8 @@ async def test_last_values_by_device_metric_and_label(api: Api) -> None:
 
 async def test_selector_matching_too_many_series_is_refused(api: Api) -> None:
     api.ctx.settings.api.__dict__["series_max"] = 2  # frozen model; a test-only shortcut
-    await _write(api, [Sample(_key("r1", f"m{i}"), NOW, i) for i in range(3)])
+    now = datetime.now(UTC)
+    await _write(api, [Sample(_key("r1", f"m{i}"), now, i) for i in range(3)])
     async with api.client("viewer") as c:
         r = await c.get("/api/v1/metrics/last", params={"device": "r1"})
     assert r.status_code == 400
@@ -66,7 +73,8 @@ async def test_selector_matching_too_many_series_is_refused(api: Api) -> None:
 
 async def test_range_raw_and_stepped_and_from_rollups(api: Api) -> None:
     key = _key("r1", "ifHCInOctets:rate", "eth0")
-    start = NOW - timedelta(hours=3)
+    hour = _hour()
+    start = hour - timedelta(hours=3)
     samples = [Sample(key, start + timedelta(minutes=i), i) for i in range(180)]
     await _write(api, samples)
     await maintain(api.db, api.ctx.settings.storage)  # rolls the closed buckets up
@@ -74,7 +82,7 @@ async def test_range_raw_and_stepped_and_from_rollups(api: Api) -> None:
     async with api.client("viewer") as c:
         raw = await c.get(
             "/api/v1/metrics/range",
-            params=[*params, ("start", (NOW - timedelta(minutes=10)).isoformat())],
+            params=[*params, ("start", (hour - timedelta(minutes=10)).isoformat())],
         )
         body = raw.json()
         assert body["resolution"] == "raw"
@@ -86,7 +94,7 @@ async def test_range_raw_and_stepped_and_from_rollups(api: Api) -> None:
             params=[
                 *params,
                 ("start", start.isoformat()),
-                ("end", NOW.isoformat()),
+                ("end", hour.isoformat()),
                 ("step", "1h"),
             ],
         )
@@ -101,7 +109,7 @@ async def test_range_raw_and_stepped_and_from_rollups(api: Api) -> None:
             params=[
                 *params,
                 ("start", start.isoformat()),
-                ("end", NOW.isoformat()),
+                ("end", hour.isoformat()),
                 ("step", "5m"),
             ],
         )
@@ -124,8 +132,9 @@ async def test_range_raw_and_stepped_and_from_rollups(api: Api) -> None:
     ],
 )
 async def test_bad_ranges_are_refused_with_the_reason(api: Api, params, reason) -> None:
-    await _write(api, [Sample(_key("r1", "cpu"), NOW, 1)])
-    query = {"device": "r1", "end": NOW.isoformat(), **params}
+    hour = _hour()
+    await _write(api, [Sample(_key("r1", "cpu"), hour, 1)])
+    query = {"device": "r1", "end": hour.isoformat(), **params}
     async with api.client("viewer") as c:
         r = await c.get("/api/v1/metrics/range", params=query)
     assert r.status_code == 400, r.text
@@ -133,7 +142,7 @@ async def test_bad_ranges_are_refused_with_the_reason(api: Api, params, reason) 
 
 
 async def test_series_of_a_device_page_by_page(api: Api) -> None:
-    await _write(api, [Sample(_key("r1", f"m{i:02}"), NOW, i) for i in range(5)])
+    await _write(api, [Sample(_key("r1", f"m{i:02}"), _hour(), i) for i in range(5)])
     async with api.db.pool.acquire() as conn:
         device_id = await conn.fetchval("SELECT id FROM devices WHERE name = 'r1'")
     async with api.client("viewer") as c:
