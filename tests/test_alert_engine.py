@@ -274,6 +274,17 @@ def test_an_event_fires_its_devices_alert_which_a_repeat_extends_and_the_clock_r
     assert engine.observe_events([DeviceEvent("r1", at(0), "device.reachable")]) == []
 
 
+def test_an_event_alert_resolves_at_its_deadline_whatever_the_clock_reads():
+    """(t + 600) - t is an ulp under 600 for some t (844.717949 is one): the hold time is
+    a deadline, so tick(last_seen + for) resolves for every clock value."""
+    engine = AlertEngine([rule(kind="event", event="device.reboot*", **{"for": "10m"})])
+    engine.observe_events([reboot("r1", 0)])
+    track = engine._tracks[("r", "r1", ())]
+    track.last_seen = 844.717949
+    assert (track.last_seen + 600) - track.last_seen < 600
+    assert events(engine.tick(track.last_seen + 600)) == ["resolved"]
+
+
 def test_event_rule_matchers_see_the_event_attributes_and_the_device():
     engine = AlertEngine(
         [

@@ -323,7 +323,8 @@ class AlertEngine:
         out: list[Transition] = []
         mono = monotonic() if now is None else now
         for track in self._timed:
-            if mono - track.last_seen < track.rule.for_s:
+            # (a deadline, not a difference: (t + 600) - t can come out an ulp under 600)
+            if mono < track.last_seen + track.rule.for_s:
                 continue
             if track.rule.kind == "absent" and track.state is None:
                 wall = datetime.now(UTC)
