@@ -325,7 +325,9 @@ async def test_expiry_dead_letters_with_the_last_error(
     db: Database, receiver: WebhookReceiver
 ) -> None:
     wid, path, _ = await hook(db, receiver, "noc")
-    await add_messages(db, wid, 1, expires_in=timedelta(milliseconds=600))
+    # Retries come every 50-200 ms here: 3 s leaves room for several even when the
+    # deliverer is slow to make its first attempt.
+    await add_messages(db, wid, 1, expires_in=timedelta(seconds=3))
     receiver.default(path, Reply(503, "maintenance"))
     async with delivering(db, webhook_settings()) as deliverer:
         await wait_until(all_in(db, wid, "dead"), WAIT, "dead letter at expiry")
@@ -344,8 +346,10 @@ async def test_retry_after_is_honoured(db: Database, receiver: WebhookReceiver, 
     await add_messages(db, wid, 1)
     if form == "seconds":
         retry_after, least = "2", 2.0
-    else:  # whole seconds: at least 2 s once truncated
-        retry_after = format_datetime(datetime.now(UTC) + timedelta(seconds=3), usegmt=True)
+    else:  # an HTTP-date is whole seconds: 3 to 4 s ahead of now once truncated, so a
+        # deliverer slow to start (up to 1.5 s on a loaded machine) still waits >= 1.5 s
+        at = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=4)
+        retry_after = format_datetime(at, usegmt=True)
         least = 1.5
     receiver.script(path, Reply(429, "slow down", {"retry-after": retry_after}))
     async with delivering(db, webhook_settings()):

@@ -322,7 +322,7 @@ async def test_retention_while_a_transaction_reads_the_old_partition(db, setting
     """A long reader holds the old partition: retention gives up within the lock timeout
     (deferred), the writer carries on, and the next run after the reader drops it."""
     now = datetime.now(UTC)
-    old = now - timedelta(days=3)
+    old = day_floor(now) - 3 * DAY + timedelta(hours=12)  # its 10 s never span midnight
     old_part = day_name(day_floor(old))
     await maintain(db, settings.storage, now=now)
     async with SampleWriter(db, settings) as writer:
@@ -410,7 +410,7 @@ async def test_retention_while_a_long_query_runs(db, settings, conn):
     """The issue's scenario: a 3-s dashboard query on the old partition, retention and a
     writer into the current partition at the same time."""
     now = datetime.now(UTC)
-    old = now - timedelta(days=3)
+    old = day_floor(now) - 3 * DAY + timedelta(hours=12)  # its 10 s never span midnight
     old_part = day_name(day_floor(old))
     await maintain(db, settings.storage, now=now)
     async with SampleWriter(db, settings) as writer:
@@ -457,7 +457,7 @@ async def test_drop_deferred_after_detach_is_finished_by_next_run(db, settings, 
     """A partition detached on an earlier run whose DROP could not run (an orphan) is
     dropped by the next run, found by its name."""
     now = datetime.now(UTC)
-    old = now - timedelta(days=3)
+    old = day_floor(now) - 3 * DAY + timedelta(hours=12)  # its 10 s never span midnight
     old_part = day_name(day_floor(old))
     async with SampleWriter(db, settings) as writer:
         await writer.write([Sample(KEY, old, 1)])
