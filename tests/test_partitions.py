@@ -32,8 +32,10 @@ from tests.conftest import with_storage
 DAY = timedelta(days=1)
 TABLES = ("samples", "samples_5m", "samples_1h")
 LOCK_TIMEOUT = timedelta(milliseconds=50)
-# A writer call must finish far below the long query it runs next to (lock_timeout 50 ms).
-WRITER_BOUND_S = 1.0
+# A writer call must finish far below the long query it runs next to (lock_timeout 50 ms);
+# the bound leaves a loaded machine's slow commits room, and a writer queued behind the
+# detach would wait out the whole query (6 s, or the reader held to the end).
+WRITER_BOUND_S = 2.5
 
 KEY = SeriesKey.of("r1", "ifHCInOctets", {"ifName": "eth0"}, kind="counter")
 
@@ -355,7 +357,7 @@ async def test_retention_while_a_transaction_reads_the_old_partition(db, setting
         assert not report.skipped
         assert old_part in report.deferred
         assert old_part not in report.dropped
-        assert took < 2.0
+        assert took < 3.0
         assert len(loop.latencies) >= 10
         assert max(loop.latencies) < WRITER_BOUND_S, loop.latencies
         # The reader still sees its rows: nothing was deleted under it.
@@ -422,7 +424,7 @@ async def test_retention_while_a_long_query_runs(db, settings, conn):
     try:
         query = asyncio.create_task(
             reader.fetchrow(
-                "SELECT pg_sleep(3), count(*) FROM samples WHERE time >= $1 AND time < $2",
+                "SELECT pg_sleep(6), count(*) FROM samples WHERE time >= $1 AND time < $2",
                 day_floor(old),
                 day_floor(old) + DAY,
             )
@@ -444,7 +446,7 @@ async def test_retention_while_a_long_query_runs(db, settings, conn):
         await reader.close()
 
     assert old_part in report.deferred
-    assert took < 1.5 < long_query
+    assert took < 3.0 < long_query
     assert len(loop.latencies) >= 20
     assert max(loop.latencies) < WRITER_BOUND_S, max(loop.latencies)
 

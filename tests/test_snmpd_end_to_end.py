@@ -524,7 +524,7 @@ async def test_a_key_fixed_in_its_file_is_used_after_a_reload(
         key_file(folder, host.name, "auth").write_text(right_key + "\n")
         await service.reload()
         await eventually(
-            at_least(conn, host.name, 1), timeout=4, what="a poll with the fixed key after reload"
+            at_least(conn, host.name, 1), timeout=20, what="a poll with the fixed key after reload"
         )
     row = await health(conn, host.name)
     assert row is not None

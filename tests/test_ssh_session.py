@@ -248,9 +248,11 @@ def test_sessions_idle_too_long_are_closed(ssh_cli_peer: SshLogin) -> None:
 def test_a_command_without_a_prompt_in_time_is_a_timeout_and_drops_the_session(
     ssh_cli_peer: SshLogin,
 ) -> None:
-    target = _target(ssh_cli_peer, timeout=1.0)
+    # The timeout covers the login to sshd too, which a loaded machine can take a second
+    # over; 2.5 s leaves it room and still ends long before the command would.
+    target = _target(ssh_cli_peer, timeout=2.5)
     with pytest.raises(CliTimeoutError) as caught:
-        send_command(target, "sleep 4")
-    assert "'sleep 4'" in str(caught.value)
+        send_command(target, "sleep 8")
+    assert "'sleep 8'" in str(caught.value)
     assert caught.value.error_class == "cli_timeout"
     assert len(cli_pool()) == 0  # its shell is still busy: never reused
