@@ -173,6 +173,24 @@ def test_a_base_10_client_keeps_end_of_message_framing():
     assert b'message-id="5"' in out
 
 
+def test_a_hello_read_while_silent_still_opens_the_session():
+    """ncclient's connect returns on the server's hello; a test (or an operator) may
+    silence the device before the lab has read the client's hello. The hello is read
+    anyway, so the first rpc after the silence is answered, not taken for a bad hello."""
+    device = Device("lab-0002", 2)
+    session = NetconfSession(device, session_id=7)
+    session.hello()
+    device.silence(True)
+    assert session.receive(HELLO_11 + EOM) == b""
+    get = f'<rpc xmlns="{BASE_NS}" message-id="1"><get/></rpc>'.encode()
+    assert session.receive(b"\n#%d\n" % len(get) + get + b"\n##\n") == b""  # silent
+    device.silence(False)
+    close = f'<rpc xmlns="{BASE_NS}" message-id="2"><close-session/></rpc>'.encode()
+    reply = session.receive(b"\n#%d\n" % len(close) + close + b"\n##\n")
+    assert b'message-id="2"' in reply
+    assert b"<ok/>" in reply
+
+
 def test_a_silence_drops_whole_messages_and_keeps_the_framing():
     """A silence that starts or ends while a message is half read (the bytes of one
     message can come in several reads) drops messages, never bytes: the session's

@@ -387,13 +387,16 @@ class NetconfSession:
         for message in self.reader.feed(data):
             if self.closed:
                 break
+            if not self.hello_done:
+                # Read even while silent: it has no answer, and a hello dropped would turn
+                # the first rpc after the silence into a "hello" that closes the session
+                # (a client can silence the device before the lab has read its hello).
+                self._client_hello(message)
+                continue
             if self.device.is_silent:
                 # A dead device: the client's rpc-timeout is what it gets. Whole messages
                 # are dropped, never bytes, so the framing outlives a silence that starts
                 # or ends while a message is half read.
-                continue
-            if not self.hello_done:
-                self._client_hello(message)
                 continue
             reply = self.handle(message)
             out += frame(reply, self._chunked)
