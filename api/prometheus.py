@@ -93,14 +93,7 @@ class NetmonCollector:
         self.http = http
 
     def collect(self) -> Iterable[Metric]:
-        info = GaugeMetricFamily(
-            "netmon_build_info",
-            "Always 1; the version label says which netmon answers (join on it to see "
-            "what runs where).",
-            labels=["version"],
-        )
-        info.add_metric([__version__], 1)
-        yield info
+        yield _build_info_family()
         yield from self._poller()
         yield from self._writer()
         yield from self._alerts()
@@ -437,8 +430,10 @@ class MetricsExporter:
         GCCollector(registry=self.registry)
 
     async def render(self, sites: frozenset[str] | None = None) -> bytes:
-        """The page for one scrape; ``sites`` limits device samples to those sites."""
-        own = generate_latest(self.registry)
+        """The page for one scrape. For a token limited to ``sites``: only those sites'
+        device samples. netmon's own figures are of every site (polls, errors, queues of
+        the whole process), so they are for tokens of every site."""
+        own = generate_latest(self.registry) if sites is None else _build_info()
         if not self.ctx.settings.api.metrics_device_samples:
             return own
         ok = True
@@ -454,6 +449,28 @@ class MetricsExporter:
         if len(rows) < 1000:
             return own + generate_latest(collector)
         return own + await asyncio.to_thread(generate_latest, collector)
+
+
+def _build_info_family() -> Metric:
+    info = GaugeMetricFamily(
+        "netmon_build_info",
+        "Always 1; the version label says which netmon answers (join on it to see "
+        "what runs where).",
+        labels=["version"],
+    )
+    info.add_metric([__version__], 1)
+    return info
+
+
+class _BuildInfo:
+    def collect(self) -> Iterable[Metric]:
+        yield _build_info_family()
+
+
+def _build_info() -> bytes:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_BuildInfo())
+    return generate_latest(registry)
 
 
 def exporter_of(app: Litestar, ctx: ApiContext) -> MetricsExporter:

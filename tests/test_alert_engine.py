@@ -308,3 +308,16 @@ def test_event_rules_need_an_event_and_a_hold_time():
         parse_rule({"name": "x", "kind": "event", "event": "device.rebooted"})
     with pytest.raises(RuleError, match="'event' belongs to event rules"):
         parse_rule({"name": "x", "metric": "m", "value": 1, "event": "device.rebooted"})
+
+
+def test_a_series_label_cannot_stand_in_for_its_devices_site():
+    # A rule confined to lon1 (as a token limited to lon1 makes it) binds lon1's devices
+    # only: not a device elsewhere, or without a site, whose series carry a site label.
+    engine = AlertEngine(
+        [rule(metric="cpu", value=1, matchers=['site="lon1"'])],
+        devices={"a": DeviceAttrs("lon1"), "b": DeviceAttrs("par1"), "c": DeviceAttrs()},
+    )
+    out = engine.observe(
+        [Sample(key(device=d, site="lon1", role="core"), at(0), 5) for d in ("a", "b", "c")]
+    )
+    assert sorted(t.device for t in out) == ["a"]

@@ -358,3 +358,15 @@ def test_nsp_affected_object() -> None:
     _, body = one("nsp", [alert(labels={}, rule="device-unreachable")])
     assert body["affectedObjectType"] == "device"
     assert body["affectedObjectName"] == "r1"
+
+
+def test_silences_and_webhooks_confined_to_a_site_ignore_a_series_site_label():
+    from netmon.alerts.matchers import parse_matchers
+    from netmon.alerts.silences import Silence
+
+    confined = Silence(1, tuple(parse_matchers(['site="lon1"'])))
+    elsewhere = alert(site=None, labels={"site": "lon1", "interface": "eth0"})
+    assert "site" not in elsewhere.match_labels()
+    assert not confined.silences(elsewhere)
+    assert not confined.silences(alert(site="par1", labels={"site": "lon1"}))
+    assert confined.silences(alert(site="lon1", labels={}))

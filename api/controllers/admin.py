@@ -1,4 +1,10 @@
-"""Administration: tokens and the audit log (admin), inventory reload (operator)."""
+"""Administration: tokens and the audit log (admin), inventory reload (operator).
+
+A token limited to sites administers only within them: it makes tokens limited to some
+of its own sites with a role no higher than its own, lists and revokes only such tokens,
+and reads only the audit entries within its sites. Reloading the inventory reaches every
+site, so it needs a token for every site.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +13,14 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, delete, get, post
-from litestar.exceptions import NotFoundException, ValidationException
+from litestar.exceptions import (
+    NotFoundException,
+    PermissionDeniedException,
+    ValidationException,
+)
 from litestar.params import QueryParameter
 
-from netmon.api.auth import Principal, actor_of, requires
+from netmon.api.auth import ROLE_RANK, Principal, actor_of, requires
 from netmon.api.context import Ctx
 from netmon.api.problems import responses
 from netmon.api.schemas.common import (
@@ -27,10 +37,11 @@ from netmon.api.schemas.common import (
     time_query,
     to_utc,
 )
+from netmon.api.scope import check_unscoped
 from netmon.config import Role
-from netmon.store.audit import AuditRow, list_audit, record_audit
+from netmon.store.audit import AuditRow, audit_sites, list_audit, record_audit
 from netmon.store.notify import ORIGIN, publish_control
-from netmon.store.tokens import TokenRow, create_token, list_tokens, revoke_token
+from netmon.store.tokens import TokenRow, create_token, get_token, list_tokens, revoke_token
 
 __all__ = ["AuditController", "InventoryController", "TokenController"]
 
@@ -70,9 +81,10 @@ class TokenController(Controller):
     guards = [requires("admin")]
 
     @get("/", summary="List tokens (never their secrets)", responses=responses())
-    async def list_tokens(self, ctx: Ctx) -> TokenList:
+    async def list_tokens(self, ctx: Ctx, request: Request[Principal, Any, Any]) -> TokenList:
+        """A token limited to sites lists only tokens limited to some of its sites."""
         async with ctx.db.pool.acquire() as conn:
-            return TokenList(items=await list_tokens(conn))
+            return TokenList(items=await list_tokens(conn, within=request.user.sites))
 
     @post(
         "/",
@@ -82,6 +94,9 @@ class TokenController(Controller):
     async def create(
         self, ctx: Ctx, request: Request[Principal, Any, Any], data: StrictJSONBody[TokenCreate]
     ) -> TokenCreated:
+        """A token limited to sites makes only tokens limited to some of its own sites
+        (`sites` required), with a role no higher than its own: 403 otherwise."""
+        _check_grant(request.user, data)
         if data.expires_at is not None:
             if data.expires_at.tzinfo is None:
                 raise ValidationException(
@@ -105,18 +120,53 @@ class TokenController(Controller):
                 sites=data.sites,
                 expires_at=expires_at,
             )
-            await record_audit(conn, actor, "create", "token", str(row.id), None, row)
+            await record_audit(
+                conn, actor, "create", "token", str(row.id), None, row, sites=audit_sites(row.sites)
+            )
         return TokenCreated(token=token, info=row)
 
     @delete("/{token_id:int}", summary="Revoke a token", responses=responses(404))
     async def revoke(self, ctx: Ctx, request: Request[Principal, Any, Any], token_id: Id) -> None:
+        """The token stops working within `api.token_cache`. A token revoked already, or
+        outside the caller's sites: 404."""
         async with ctx.db.pool.acquire() as conn, conn.transaction():
-            row = await revoke_token(conn, token_id)
-            if row is None:
+            before = await get_token(conn, token_id, lock=True)
+            if before is None or not _within(request.user, before.sites):
                 raise NotFoundException(f"token {token_id} not found")
-            await record_audit(conn, actor_of(request), "revoke", "token", str(token_id), None, row)
+            row = await revoke_token(conn, token_id)
+            if row is None:  # revoked already: gone, as far as DELETE goes
+                raise NotFoundException(f"token {token_id} not found")
+            await record_audit(
+                conn,
+                actor_of(request),
+                "revoke",
+                "token",
+                str(token_id),
+                None,
+                row,
+                sites=audit_sites(row.sites),
+            )
         if ctx.tokens is not None:
             ctx.tokens.forget()
+
+
+def _within(user: Principal, sites: list[str] | None) -> bool:
+    """Whether a token limited to ``sites`` (None: all) is within the user's scope."""
+    return user.sites is None or (bool(sites) and set(sites or ()) <= user.sites)
+
+
+def _check_grant(user: Principal, data: TokenCreate) -> None:
+    if ROLE_RANK[data.role] > ROLE_RANK[user.role]:
+        raise PermissionDeniedException(
+            f"the token {user.name!r} is {user.role}: it cannot make a token with the "
+            f"{data.role} role"
+        )
+    if not _within(user, data.sites):
+        mine = ", ".join(sorted(user.sites or ()))
+        raise PermissionDeniedException(
+            f"the token {user.name!r} is limited to {mine}: a token it makes needs `sites` "
+            "within them"
+        )
 
 
 class AuditController(Controller):
@@ -128,6 +178,7 @@ class AuditController(Controller):
     async def audit(
         self,
         ctx: Ctx,
+        request: Request[Principal, Any, Any],
         resource: Annotated[
             str | None,
             QueryParameter(
@@ -157,6 +208,7 @@ class AuditController(Controller):
                 actor=actor,
                 since=since_,
                 until=until_,
+                within=request.user.sites,
             )
         items = rows[:limit]
         more = len(rows) > limit
@@ -171,7 +223,9 @@ class InventoryController(Controller):
     @post("/reload", summary="Re-read the inventory", status_code=200, responses=responses())
     async def reload(self, ctx: Ctx, request: Request[Principal, Any, Any]) -> ReloadOutcome:
         """This process's poller reloads now and reports; pollers in other processes are
-        asked through the database (`netmon_control`) and reload on their own."""
+        asked through the database (`netmon_control`) and reload on their own. It reaches
+        every site: a token limited to sites gets 403."""
+        check_unscoped(request.user, "reloading the inventory")
         poller = ctx.runtime.poller
         result = await poller.reload() if poller is not None else None
         async with ctx.db.pool.acquire() as conn, conn.transaction():
@@ -182,6 +236,8 @@ class InventoryController(Controller):
                 error=result.error if result is not None else None,
                 broadcast=True,
             )
-            await record_audit(conn, actor_of(request), "reload", "inventory", None, None, outcome)
+            await record_audit(
+                conn, actor_of(request), "reload", "inventory", None, None, outcome, sites=None
+            )
             await publish_control(conn, "inventory_reload", origin=ORIGIN)
         return outcome

@@ -30,7 +30,7 @@ from netmon.api.schemas.common import (
     encode_cursor,
     to_utc,
 )
-from netmon.store.audit import record_audit
+from netmon.store.audit import audit_sites, record_audit
 
 __all__ = ["AlertController"]
 
@@ -197,5 +197,6 @@ class AlertController(Controller):
                 str(alert_id),
                 {"state": before.state},
                 {"state": change.alert.state, "comment": comment},
+                sites=audit_sites(before.site),
             )
         return change.alert

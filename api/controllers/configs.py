@@ -32,7 +32,7 @@ from netmon.api.schemas.configs import (
     summary_of,
 )
 from netmon.store import configs as store
-from netmon.store.audit import record_audit
+from netmon.store.audit import audit_sites, record_audit
 from netmon.store.configs import ConfigVersion, DifferentDevicesError
 from netmon.store.notify import ORIGIN, publish_control
 
@@ -130,7 +130,14 @@ class DeviceConfigController(Controller):
                 broadcast=not here,
             )
             await record_audit(
-                conn, actor_of(request), "backup", "device_config", str(device_id), None, outcome
+                conn,
+                actor_of(request),
+                "backup",
+                "device_config",
+                str(device_id),
+                None,
+                outcome,
+                sites=audit_sites(row["site"]),
             )
             if not here:
                 await publish_control(conn, "config_backup", device=name, origin=ORIGIN)

@@ -37,7 +37,7 @@ from netmon.api.schemas.devices import (
     summary_from_row,
 )
 from netmon.store import devices as store
-from netmon.store.audit import record_audit
+from netmon.store.audit import audit_sites, record_audit
 from netmon.store.notify import publish_control
 
 __all__ = ["DeviceController"]
@@ -57,8 +57,10 @@ TagQuery = Annotated[
 ]
 
 
-async def _owned_row(ctx: Ctx, conn: Any, user: Principal, device_id: int) -> Any:
-    row = await store.device_detail(conn, device_id)
+async def _locked_row(conn: Any, user: Principal, device_id: int) -> Any:
+    """The device's row, locked for this transaction: a concurrent change waits, then
+    finds what this one left (a deleted device: 404, as if it never was)."""
+    row = await store.device_detail(conn, device_id, lock=True)
     if row is None or not user.sees(row["site"]):
         raise NotFoundException(f"device {device_id} not found")
     return row
@@ -130,22 +132,36 @@ class DeviceController(Controller):
         "/",
         summary="Create a device",
         guards=[requires("operator")],
-        responses=responses(409),
+        responses=responses(404, 409),
     )
     async def create(
         self, ctx: Ctx, request: Request[Principal, Any, Any], data: StrictJSONBody[DeviceCreate]
     ) -> DeviceSummary:
-        """A device that no sync owns (the inventory's own hosts come from the inventory)."""
-        check_site(request.user, data.site, f"site {data.site!r}")
+        """A device that no sync owns (the inventory's own hosts come from the inventory).
+        A name taken: 409; for a token limited to sites, a name taken outside them: 404
+        (the device is not there for it)."""
+        user = request.user
+        check_site(user, data.site, f"site {data.site!r}")
         fields = {f: getattr(data, f) for f in data.__struct_fields__}
         async with ctx.db.pool.acquire() as conn, conn.transaction():
             device_id = await store.create_device(conn, fields)
             if device_id is None:
+                exists, site = await store.device_site(conn, data.name)
+                if exists and not user.sees(site):
+                    # The name is another site's device: not there for this token.
+                    raise NotFoundException(f"the device name {data.name!r} is not available")
                 raise Conflict(f"a device named {data.name!r} exists")
             row = await store.device_detail(conn, device_id)
             after = summary_from_row(row)
             await record_audit(
-                conn, actor_of(request), "create", "device", str(device_id), None, after
+                conn,
+                actor_of(request),
+                "create",
+                "device",
+                str(device_id),
+                None,
+                after,
+                sites=audit_sites(after.site),
             )
         return after
 
@@ -166,13 +182,20 @@ class DeviceController(Controller):
         if "site" in changes:
             check_site(request.user, changes["site"], f"site {changes['site']!r}")  # type: ignore[arg-type]
         async with ctx.db.pool.acquire() as conn, conn.transaction():
-            row = await _owned_row(ctx, conn, request.user, device_id)
+            row = await _locked_row(conn, request.user, device_id)
             _writable(row)
             before = summary_from_row(row)
             await store.update_device(conn, device_id, changes)
             after = summary_from_row(await store.device_detail(conn, device_id))
             await record_audit(
-                conn, actor_of(request), "update", "device", str(device_id), before, after
+                conn,
+                actor_of(request),
+                "update",
+                "device",
+                str(device_id),
+                before,
+                after,
+                sites=audit_sites(before.site, after.site),
             )
             if "site" in changes:
                 # Live-feed hubs hold each series' device site for scoping: refresh it.
@@ -187,12 +210,19 @@ class DeviceController(Controller):
     )
     async def remove(self, ctx: Ctx, request: Request[Principal, Any, Any], device_id: Id) -> None:
         async with ctx.db.pool.acquire() as conn, conn.transaction():
-            row = await _owned_row(ctx, conn, request.user, device_id)
+            row = await _locked_row(conn, request.user, device_id)
             _writable(row)
             before = summary_from_row(row)
             await store.delete_device(conn, device_id)
             await record_audit(
-                conn, actor_of(request), "delete", "device", str(device_id), before, None
+                conn,
+                actor_of(request),
+                "delete",
+                "device",
+                str(device_id),
+                before,
+                None,
+                sites=audit_sites(before.site),
             )
             # Writers in other processes drop their series ids on commit; this one now.
             await publish_control(conn, "series_forget", device=row["name"])

@@ -2,7 +2,8 @@
 
 A viewer token is needed unless ``api.metrics_public`` (then the app factory leaves the
 path out of authentication, for a scraper on a LAN that holds no token). A token limited
-to sites gets only those sites' device samples.
+to sites gets only those sites' device samples (and ``netmon_build_info``): netmon's own
+figures are of the whole process, every site's polls, errors and queues.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ alerts its matchers match, between its start and its end (alerts still open and 
 /ws/alerts). Operators add and expire them; silences from the rules file are read-only.
 
 A token limited to sites sees and makes only silences confined to its sites: with a
-matcher ``site="<one of them>"``.
+matcher ``site="<one of them>"`` and no other matcher on ``site`` (``api/scope.py``).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 import asyncpg
 from litestar import Controller, Request, get, post
-from litestar.exceptions import NotFoundException, PermissionDeniedException
+from litestar.exceptions import NotFoundException
 from litestar.params import QueryParameter
 
 from netmon.alerts import silences
@@ -31,20 +31,17 @@ from netmon.api.schemas.common import (
     decode_cursor,
     encode_cursor,
 )
-from netmon.store.audit import record_audit
+from netmon.api.scope import confinement, may_change, require_confined
+from netmon.store.audit import audit_sites, record_audit
 
 __all__ = ["SilenceController"]
-
-
-def _confined(user: Principal, matchers: list[str]) -> bool:
-    return user.sites is None or bool(set(matchers) & set(silences.site_matchers(user.sites)))
 
 
 async def _visible(
     conn: asyncpg.Connection, user: Principal, silence_id: int, *, lock: bool = False
 ) -> SilenceRow:
     silence = await silences.get_silence(conn, silence_id, lock=lock)
-    if silence is None or not _confined(user, silence.matchers):
+    if silence is None or not may_change(user, confinement(silence.matchers)):
         raise NotFoundException(f"silence {silence_id} not found")
     return silence
 
@@ -102,13 +99,8 @@ class SilenceController(Controller):
         which an alert must match. A matcher that is not one, or a window that ends before
         it starts or in the past: 422 naming the field."""
         matchers = checked_matchers("matchers", data.matchers, at_least_one=True)
-        user = request.user
-        if not _confined(user, matchers):
-            sites = ", ".join(sorted(user.sites or ()))
-            raise PermissionDeniedException(
-                f"the token {user.name!r} is limited to {sites}: a silence it makes needs "
-                'a matcher site="<site>" for one of them'
-            )
+        reach = confinement(matchers)
+        require_confined(request.user, reach, "a silence")
         starts, ends = silence_window(data, datetime.now(UTC))
         actor = actor_of(request)
         async with ctx.db.pool.acquire() as conn, conn.transaction():
@@ -120,7 +112,16 @@ class SilenceController(Controller):
                 comment=data.comment,
                 created_by=actor.name,
             )
-            await record_audit(conn, actor, "create", "silence", str(row.id), None, row)
+            await record_audit(
+                conn,
+                actor,
+                "create",
+                "silence",
+                str(row.id),
+                None,
+                row,
+                sites=audit_sites(reach.audited),
+            )
         return row
 
     @post(
@@ -147,6 +148,13 @@ class SilenceController(Controller):
             if after is None:
                 return before
             await record_audit(
-                conn, actor_of(request), "expire", "silence", str(silence_id), before, after
+                conn,
+                actor_of(request),
+                "expire",
+                "silence",
+                str(silence_id),
+                before,
+                after,
+                sites=audit_sites(confinement(before.matchers).audited),
             )
             return after

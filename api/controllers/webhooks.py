@@ -4,6 +4,10 @@ and redelivery of a message (operator).
 A webhook's URL must be allowed by ``alerts.webhooks.allow`` (the SSRF guard,
 ``netmon.alerts.destinations``): refused with a 422 naming ``url`` otherwise. Its signing
 secret is never shown, but once, in the answer that made it.
+
+A token limited to sites sees and manages only webhooks confined to its sites (a matcher
+``site="<one of them>"`` and no other matcher on ``site``, ``api/scope.py``), so that it
+hears only its own sites' alerts; global webhooks need a token for every site.
 """
 
 from __future__ import annotations
@@ -46,7 +50,8 @@ from netmon.api.schemas.common import (
     decode_cursor,
     encode_cursor,
 )
-from netmon.store.audit import record_audit
+from netmon.api.scope import confinement, may_change, require_confined
+from netmon.store.audit import audit_sites, record_audit
 from netmon.store.notify import publish_control
 
 __all__ = ["DeliveryController", "WebhookController"]
@@ -65,11 +70,22 @@ async def _check_url(ctx: ApiContext, url: str) -> None:
         raise unprocessable("url", str(exc)) from None
 
 
-async def _webhook(conn: asyncpg.Connection, webhook_id: int, *, lock: bool = False) -> WebhookRow:
+async def _webhook(
+    conn: asyncpg.Connection, user: Principal, webhook_id: int, *, lock: bool = False
+) -> WebhookRow:
     row = await webhooks.get_webhook(conn, webhook_id, lock=lock)
-    if row is None:
+    if row is None or not may_change(user, confinement(row.matchers)):
         raise NotFoundException(f"webhook {webhook_id} not found")
     return row
+
+
+async def _name_taken(conn: asyncpg.Connection, user: Principal, name: str) -> Exception:
+    """What to answer when ``name`` is another webhook's: 409, or 404 when that webhook
+    is out of the user's sites (it is not there for them)."""
+    for row in await webhooks.list_webhooks(conn):
+        if row.name == name and not may_change(user, confinement(row.matchers)):
+            return NotFoundException(f"the webhook name {name!r} is not available")
+    return Conflict(f"a webhook named {name!r} exists")
 
 
 def _or(value: timedelta | None, default: timedelta) -> timedelta:
@@ -93,19 +109,23 @@ class WebhookController(Controller):
     guards = [requires("admin")]
 
     @get("/", summary="List webhooks (never their secrets)", responses=responses())
-    async def list_webhooks(self, ctx: Ctx) -> WebhookList:
+    async def list_webhooks(self, ctx: Ctx, request: Request[Principal, Any, Any]) -> WebhookList:
         async with ctx.db.pool.acquire() as conn:
-            return WebhookList(items=await webhooks.list_webhooks(conn))
+            rows = await webhooks.list_webhooks(conn)
+        user = request.user
+        return WebhookList(items=[r for r in rows if may_change(user, confinement(r.matchers))])
 
     @get("/{webhook_id:int}", summary="One webhook", responses=responses(404))
-    async def webhook(self, ctx: Ctx, webhook_id: Id) -> WebhookRow:
+    async def webhook(
+        self, ctx: Ctx, request: Request[Principal, Any, Any], webhook_id: Id
+    ) -> WebhookRow:
         async with ctx.db.pool.acquire() as conn:
-            return await _webhook(conn, webhook_id)
+            return await _webhook(conn, request.user, webhook_id)
 
     @post(
         "/",
         summary="Subscribe a URL to alerts; a secret made here is shown this once",
-        responses=responses(409, 422),
+        responses=responses(404, 409, 422),
     )
     async def create(
         self,
@@ -116,6 +136,9 @@ class WebhookController(Controller):
         fields = _checked(
             {f: getattr(data, f) for f in data.__struct_fields__ if f not in ("name", "url")}
         )
+        user = request.user
+        reach = confinement(fields["matchers"])
+        require_confined(user, reach, "a webhook")
         defaults = ctx.settings.alerts
         await _check_url(ctx, data.url)
         secret = data.secret if data.secret is not None else new_secret()
@@ -137,8 +160,17 @@ class WebhookController(Controller):
                 created_by=actor.name,
             )
             if row is None:
-                raise Conflict(f"a webhook named {data.name!r} exists")
-            await record_audit(conn, actor, "create", "webhook", str(row.id), None, row)
+                raise await _name_taken(conn, user, data.name)
+            await record_audit(
+                conn,
+                actor,
+                "create",
+                "webhook",
+                str(row.id),
+                None,
+                row,
+                sites=audit_sites(reach.audited),
+            )
         # Shown once, if netmon made it; a secret the request gave is not sent back.
         shown = secret if data.secret is None else None
         return WebhookCreated(**msgspec.structs.asdict(row), secret=shown)
@@ -154,21 +186,35 @@ class WebhookController(Controller):
         """Enabling it again clears `disabled_reason` (a 410 from the receiver disables a
         webhook; its messages wait) and wakes the deliverers."""
         changes = _checked(data.changes())
+        user = request.user
+        if "matchers" in changes:
+            require_confined(user, confinement(changes["matchers"]), "a webhook")
         if "url" in changes:
             await _check_url(ctx, changes["url"])
         actor = actor_of(request)
         async with ctx.db.pool.acquire() as conn, conn.transaction():
-            before = await _webhook(conn, webhook_id, lock=True)
+            before = await _webhook(conn, user, webhook_id, lock=True)
             if changes.get("enabled") is True:
                 changes["disabled_reason"] = None
             elif changes.get("enabled") is False and before.enabled:
                 changes["disabled_reason"] = f"disabled through the API by {actor.name}"
             after = await webhooks.update_webhook(conn, webhook_id, changes)
             if after is None:
-                raise Conflict(f"a webhook named {changes.get('name')!r} exists")
+                raise await _name_taken(conn, user, changes.get("name", ""))
             # The secret is never written down; that it changed is.
             audited = {**msgspec.structs.asdict(after), "secret_changed": "secret" in changes}
-            await record_audit(conn, actor, "update", "webhook", str(webhook_id), before, audited)
+            await record_audit(
+                conn,
+                actor,
+                "update",
+                "webhook",
+                str(webhook_id),
+                before,
+                audited,
+                sites=audit_sites(
+                    confinement(before.matchers).audited, confinement(after.matchers).audited
+                ),
+            )
             if after.enabled and not before.enabled:
                 await publish_control(conn, "outbox_wake")
         return after
@@ -177,10 +223,17 @@ class WebhookController(Controller):
     async def remove(self, ctx: Ctx, request: Request[Principal, Any, Any], webhook_id: Id) -> None:
         """Its notification groups and undelivered messages go with it."""
         async with ctx.db.pool.acquire() as conn, conn.transaction():
-            before = await _webhook(conn, webhook_id, lock=True)
+            before = await _webhook(conn, request.user, webhook_id, lock=True)
             await webhooks.delete_webhook(conn, webhook_id)
             await record_audit(
-                conn, actor_of(request), "delete", "webhook", str(webhook_id), before, None
+                conn,
+                actor_of(request),
+                "delete",
+                "webhook",
+                str(webhook_id),
+                before,
+                None,
+                sites=audit_sites(confinement(before.matchers).audited),
             )
 
     @get(
@@ -191,6 +244,7 @@ class WebhookController(Controller):
     async def deliveries(
         self,
         ctx: Ctx,
+        request: Request[Principal, Any, Any],
         webhook_id: Id,
         wanted: Annotated[
             Literal["pending", "delivered", "dead"] | None, QueryParameter(name="state")
@@ -202,7 +256,7 @@ class WebhookController(Controller):
         """`payload=true` adds each message's exact body."""
         before = decode_cursor(cursor, CursorId) if cursor else None
         async with ctx.db.pool.acquire() as conn:
-            await _webhook(conn, webhook_id)
+            await _webhook(conn, request.user, webhook_id)
             rows = await webhooks.list_deliveries(
                 conn, webhook_id, limit=limit + 1, before_id=before, state=wanted, payload=payload
             )
@@ -227,14 +281,21 @@ class DeliveryController(Controller):
     ) -> DeliveryRow:
         """The same message (`message_id`, body) from attempt 0, retried for
         `alerts.webhooks.retry_for` from now. A message still pending: 409. A token
-        limited to sites may redeliver only messages about its sites' alerts."""
+        limited to sites may redeliver only messages of webhooks confined to its sites,
+        about its sites' alerts."""
         retry_for: timedelta = ctx.settings.alerts.webhooks.retry_for
         async with ctx.db.pool.acquire() as conn, conn.transaction():
             before = await webhooks.get_delivery(conn, outbox_id, lock=True)
             user = request.user
+            sites = await webhooks.delivery_sites(conn, before.alert_ids) if before else []
             if before is not None and user.sites is not None:
-                sites = await webhooks.delivery_sites(conn, before.alert_ids)
-                if not sites or not all(user.sees(s) for s in sites):
+                hook = await webhooks.get_webhook(conn, before.webhook_id)
+                if (
+                    hook is None
+                    or not may_change(user, confinement(hook.matchers))
+                    or not sites
+                    or not all(user.sees(s) for s in sites)
+                ):
                     before = None
             if before is None:
                 raise NotFoundException(f"delivery {outbox_id} not found")
@@ -252,6 +313,7 @@ class DeliveryController(Controller):
                 str(outbox_id),
                 before,
                 after,
+                sites=audit_sites(sites),
             )
             await publish_control(conn, "outbox_wake")
         return after

@@ -370,10 +370,14 @@ class AlertEngine:
         attrs = self._devices.get(device, _NO_ATTRS)
         seen = dict(labels)
         seen["device"] = device
-        if attrs.site is not None:
-            seen["site"] = attrs.site
-        if attrs.role is not None:
-            seen["role"] = attrs.role
+        # The device's own, never a series label of that name (a missing one matches as
+        # ""): a rule confined to site="lon1" must not bind a series elsewhere that
+        # carries a site label.
+        for name, value in (("site", attrs.site), ("role", attrs.role)):
+            if value is None:
+                seen.pop(name, None)
+            else:
+                seen[name] = value
         return seen, attrs.tags
 
     def _evaluate(self, track: _Track, sample: Sample, out: list[Transition]) -> None:

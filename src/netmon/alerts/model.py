@@ -81,15 +81,20 @@ class AlertView(msgspec.Struct, frozen=True, kw_only=True):
 
     def match_labels(self) -> dict[str, str]:
         """What matchers (silences, webhook filters, group_by) see: the alert's labels plus
-        rule, device, severity, and the device's site and role where known."""
+        rule, device, severity, and the device's site and role where it has them. The
+        device's always win over a series label of the same name, and stand for it when
+        the device has none (a missing label matches as ""): a silence or webhook
+        confined to ``site="lon1"`` must not reach a device elsewhere whose series
+        happen to carry a ``site`` label."""
         out = dict(self.labels)
         out["rule"] = self.rule
         out["device"] = self.device
         out["severity"] = self.severity
-        if self.site is not None:
-            out["site"] = self.site
-        if self.role is not None:
-            out["role"] = self.role
+        for name, value in (("site", self.site), ("role", self.role)):
+            if value is None:
+                out.pop(name, None)
+            else:
+                out[name] = value
         return out
 
 

@@ -14,10 +14,11 @@ from typing import Any, Literal
 import asyncpg
 import msgspec
 
-from netmon.alerts.matchers import Matcher, matches_all, parse_matchers
+from netmon.alerts.matchers import Matcher, MatcherError, matches_all, parse_matchers
 from netmon.alerts.model import AlertView, from_jsonb, to_jsonb
 from netmon.alerts.payloads import Format
 from netmon.durations import format_duration
+from netmon.logs import get_logger
 
 __all__ = [
     "DeliveryRow",
@@ -37,6 +38,8 @@ __all__ = [
 ]
 
 DeliveryState = Literal["pending", "delivered", "dead"]
+
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +82,15 @@ class Webhook:
 
 async def load_webhooks(conn: asyncpg.Connection) -> list[Webhook]:
     rows = await conn.fetch("SELECT * FROM webhooks WHERE enabled ORDER BY id")
-    return [Webhook.from_row(r) for r in rows]
+    webhooks = []
+    for r in rows:
+        try:
+            webhooks.append(Webhook.from_row(r))
+        except MatcherError as exc:
+            # Checked when written, but an older netmon took what RE2 refuses (lookahead):
+            # skip the one rather than fail every delivery.
+            log.error("stored webhook skipped", webhook=r["id"], name=r["name"], error=str(exc))
+    return webhooks
 
 
 # -- webhooks ----------------------------------------------------------------------------
@@ -209,7 +220,7 @@ async def update_webhook(
     conn: asyncpg.Connection, webhook_id: int, changes: dict[str, Any]
 ) -> WebhookRow | None:
     """Set the ``changes`` (names of :data:`WEBHOOK_FIELDS`); None if the new name is
-    another webhook's (the transaction is then failed: roll it back)."""
+    another webhook's (tried in a savepoint, so the caller's transaction stays usable)."""
     unknown = set(changes) - set(WEBHOOK_FIELDS)
     if unknown:
         raise ValueError(f"not webhook fields: {sorted(unknown)}")
@@ -220,10 +231,11 @@ async def update_webhook(
         cast = "::jsonb" if name == "matchers" else ""
         sets.append(f"{name} = ${len(args)}{cast}")
     try:
-        row = await conn.fetchrow(
-            f"UPDATE webhooks SET {', '.join(sets)} WHERE id = $1 RETURNING {_WEBHOOK_COLUMNS}",
-            *args,
-        )
+        async with conn.transaction():
+            row = await conn.fetchrow(
+                f"UPDATE webhooks SET {', '.join(sets)} WHERE id = $1 RETURNING {_WEBHOOK_COLUMNS}",
+                *args,
+            )
     except asyncpg.UniqueViolationError:
         return None
     assert row is not None, "update_webhook: the caller holds the row"

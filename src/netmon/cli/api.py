@@ -13,7 +13,7 @@ from netmon.cli.main import app, run_async, settings, state
 from netmon.config import Role
 from netmon.durations import parse_duration
 from netmon.errors import ConfigError
-from netmon.store.audit import Actor, record_audit
+from netmon.store.audit import Actor, audit_sites, record_audit
 from netmon.store.database import Database
 from netmon.store.schema import upgrade
 
@@ -154,7 +154,14 @@ def create(
                     expires_at=when,
                 )
                 await record_audit(
-                    conn, Actor(name="cli"), "create", "token", str(row.id), None, _public(row)
+                    conn,
+                    Actor(name="cli"),
+                    "create",
+                    "token",
+                    str(row.id),
+                    None,
+                    _public(row),
+                    sites=audit_sites(row.sites),
                 )
         return token
 
@@ -213,26 +220,38 @@ def list_() -> None:
 def revoke(
     token_id: Annotated[int, typer.Argument(help="The id from `netmon token list`.")],
 ) -> None:
-    """Revoke a token; it stops working within api.token_cache (5 s)."""
-    from netmon.store.tokens import revoke_token
+    """Revoke a token; it stops working within api.token_cache (5 s), and its open live
+    feeds are closed within the same time."""
+    from netmon.store.tokens import get_token, revoke_token
 
     loaded = settings()
 
-    async def go() -> bool:
+    async def go() -> str:
         async with (
             Database(loaded.database, loaded.data_dir) as db,
             db.pool.acquire() as conn,
             conn.transaction(),
         ):
+            before = await get_token(conn, token_id, lock=True)
+            if before is None:
+                return "missing"
             row = await revoke_token(conn, token_id)
             if row is None:
-                return False
+                return "revoked already"
             await record_audit(
-                conn, Actor(name="cli"), "revoke", "token", str(token_id), None, _public(row)
+                conn,
+                Actor(name="cli"),
+                "revoke",
+                "token",
+                str(token_id),
+                None,
+                _public(row),
+                sites=audit_sites(row.sites),
             )
-            return True
+            return "revoked"
 
-    if not run_async(go()):
+    outcome = run_async(go())
+    if outcome == "missing":
         typer.echo(f"netmon: no token with id {token_id}", err=True)
         raise typer.Exit(1)
-    typer.echo(f"token {token_id} revoked")
+    typer.echo(f"token {token_id} {outcome}")

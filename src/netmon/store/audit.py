@@ -2,18 +2,21 @@
 
 Entries are written on the connection (and so in the transaction) of the change they
 describe: a change without its entry, or an entry without its change, cannot be committed.
+Each names the sites of what it changed (None: something global, or a device without a
+site), so that a token limited to sites reads only the entries within them.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Collection, Iterable
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 import msgspec
 
-__all__ = ["Actor", "AuditRow", "list_audit", "record_audit"]
+__all__ = ["Actor", "AuditRow", "audit_sites", "list_audit", "record_audit"]
 
 
 class Actor(msgspec.Struct, frozen=True):
@@ -39,6 +42,20 @@ class AuditRow(msgspec.Struct, frozen=True):
     after: dict[str, Any] | None
     request_id: str | None
     client: str | None
+    sites: list[str] | None = None
+
+
+def audit_sites(*sites: Iterable[str | None] | str | None) -> list[str] | None:
+    """The ``sites`` of an entry for a change touching these sites (single ones, or
+    groups of them): their union, or None (global) when one of them is None (a device
+    without a site, something global) or an empty group."""
+    out: set[str] = set()
+    for item in sites:
+        group = [item] if item is None or isinstance(item, str) else list(item)
+        if not group or None in group:
+            return None
+        out.update(s for s in group if s is not None)
+    return sorted(out) if out else None
 
 
 def _json(value: object) -> str | None:
@@ -55,12 +72,15 @@ async def record_audit(
     resource_id: str | None,
     before: object = None,
     after: object = None,
+    *,
+    sites: Collection[str] | None,
 ) -> None:
+    """``sites``: those of what changed (:func:`audit_sites`), None if global."""
     await conn.execute(
         """
         INSERT INTO audit_log (actor, token_id, role, action, resource, resource_id,
-                               before, after, request_id, client)
-        VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8::jsonb, $9, $10)
+                               before, after, request_id, client, sites)
+        VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8::jsonb, $9, $10, $11)
         """,
         actor.name,
         actor.token_id,
@@ -72,6 +92,7 @@ async def record_audit(
         _json(after),
         actor.request_id,
         actor.client,
+        sorted(sites) if sites else None,
     )
 
 
@@ -85,8 +106,10 @@ async def list_audit(
     actor: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
+    within: Collection[str] | None = None,
 ) -> list[AuditRow]:
-    """Newest first; ``before_id`` pages (keyset, stable under concurrent writes)."""
+    """Newest first; ``before_id`` pages (keyset, stable under concurrent writes).
+    ``within``: only entries all of whose sites are among these (none that are global)."""
     rows = await conn.fetch(
         """
         SELECT * FROM audit_log
@@ -96,6 +119,7 @@ async def list_audit(
           AND ($4::text IS NULL OR actor = $4)
           AND ($5::timestamptz IS NULL OR time >= $5)
           AND ($6::timestamptz IS NULL OR time < $6)
+          AND ($8::text[] IS NULL OR (sites IS NOT NULL AND sites <@ $8::text[]))
         ORDER BY id DESC LIMIT $7
         """,
         before_id,
@@ -105,6 +129,7 @@ async def list_audit(
         since,
         until,
         limit,
+        sorted(within) if within is not None else None,
     )
     return [
         AuditRow(
@@ -120,6 +145,7 @@ async def list_audit(
             after=json.loads(r["after"]) if r["after"] is not None else None,
             request_id=r["request_id"],
             client=r["client"],
+            sites=list(r["sites"]) if r["sites"] is not None else None,
         )
         for r in rows
     ]

@@ -18,6 +18,7 @@ __all__ = [
     "create_device",
     "delete_device",
     "device_detail",
+    "device_site",
     "interface_values",
     "list_devices",
     "sync_devices",
@@ -191,9 +192,21 @@ GROUP BY 1
 """
 
 
-async def device_detail(conn: asyncpg.Connection, device_id: int) -> asyncpg.Record | None:
-    row: asyncpg.Record | None = await conn.fetchrow(_DETAIL, device_id)
+async def device_detail(
+    conn: asyncpg.Connection, device_id: int, *, lock: bool = False
+) -> asyncpg.Record | None:
+    """The device with its poll health; ``lock`` holds its row until the transaction
+    ends, so that a concurrent change or deletion waits and then finds it changed or
+    gone (read-modify-write without a lost update, or an update of a deleted row)."""
+    sql = _DETAIL + " FOR UPDATE OF d" if lock else _DETAIL
+    row: asyncpg.Record | None = await conn.fetchrow(sql, device_id)
     return row
+
+
+async def device_site(conn: asyncpg.Connection, name: str) -> tuple[bool, str | None]:
+    """Whether a device of that name exists, and its site."""
+    row = await conn.fetchrow("SELECT site FROM devices WHERE name = $1", name)
+    return (row is not None, row["site"] if row is not None else None)
 
 
 async def interface_values(
@@ -245,7 +258,9 @@ async def update_device(
 
 async def delete_device(conn: asyncpg.Connection, device_id: int) -> None:
     """Delete a device with all it measured: samples and rollups by series (they have no
-    foreign key, being partitioned), then the row (series, events, health cascade)."""
+    foreign key, being partitioned), then the row (series, events, health cascade). The
+    caller holds the row's lock (``device_detail(lock=True)``), so that two deletions do
+    not both do this."""
     ids = [
         r["id"] for r in await conn.fetch("SELECT id FROM series WHERE device_id = $1", device_id)
     ]

@@ -109,6 +109,7 @@ class AuditEntry(Table, tablename="audit_log"):
     after = JSONB(null=True)
     request_id = Text(null=True)
     client = Text(null=True)
+    sites = Array(base_column=Text(), null=True)
 
 
 TABLES: tuple[type[Table], ...] = (

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 
 import asyncpg
@@ -24,6 +24,7 @@ __all__ = [
     "TokenRow",
     "create_token",
     "find_token",
+    "get_token",
     "hash_secret",
     "list_tokens",
     "parse_token",
@@ -134,15 +135,35 @@ async def find_token(conn: asyncpg.Connection, token: str, pepper: bytes) -> Tok
     return _row(row)
 
 
-async def list_tokens(conn: asyncpg.Connection) -> list[TokenRow]:
-    return [_row(r) for r in await conn.fetch(f"SELECT {_COLUMNS} FROM api_tokens ORDER BY id")]
+async def list_tokens(
+    conn: asyncpg.Connection, *, within: Collection[str] | None = None
+) -> list[TokenRow]:
+    """Every token; ``within``: only tokens limited to some of these sites."""
+    rows = await conn.fetch(
+        f"""
+        SELECT {_COLUMNS} FROM api_tokens
+        WHERE $1::text[] IS NULL OR (sites IS NOT NULL AND sites <@ $1::text[])
+        ORDER BY id
+        """,
+        sorted(within) if within is not None else None,
+    )
+    return [_row(r) for r in rows]
+
+
+async def get_token(
+    conn: asyncpg.Connection, token_id: int, *, lock: bool = False
+) -> TokenRow | None:
+    sql = f"SELECT {_COLUMNS} FROM api_tokens WHERE id = $1" + (" FOR UPDATE" if lock else "")
+    row = await conn.fetchrow(sql, token_id)
+    return _row(row) if row is not None else None
 
 
 async def revoke_token(conn: asyncpg.Connection, token_id: int) -> TokenRow | None:
-    """Revoke (idempotent); None when there is no such token."""
+    """Revoke a token; None when there is no such token, or it is revoked already (a
+    second revocation changes nothing and so is recorded nowhere)."""
     row = await conn.fetchrow(
         f"""
-        UPDATE api_tokens SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1
+        UPDATE api_tokens SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL
         RETURNING {_COLUMNS}
         """,
         token_id,
