@@ -4,9 +4,6 @@ tests/test_api_schema.py runs it).
 They touch only what an OpenAPI document cannot say, so that a schema-valid request stays
 a request the API must accept (positive_data_acceptance) and the run keeps its credentials:
 
-- a paging cursor is opaque: only a value the API gave out is valid, and no pattern can
-  tell one from a random string of the same alphabet. Positive cases get a real cursor;
-  negative ones keep what was generated;
 - a token's ``expires_at`` must lie in the future, which a schema cannot say either;
 - the run must not revoke the tokens it runs with (NETMON_PROTECTED_TOKEN_IDS): revoking
   one of them is answered 204 like any other, and then every later request would be 401;
@@ -57,26 +54,9 @@ from netmon.api.schemas.alerts import (
     rule_spec,
     silence_window,
 )
-from netmon.api.schemas.common import (
-    ID_MAX,
-    CursorId,
-    CursorName,
-    decode_cursor,
-    encode_cursor,
-)
+from netmon.api.schemas.common import ID_MAX
 from netmon.config import ApiSettings
 
-# path -> (what the cursor holds, as the API decodes it; a cursor of that shape)
-_CURSORS: dict[str, tuple[Any, str]] = {
-    "/api/v1/devices": (CursorName, encode_cursor("")),
-    "/api/v1/devices/{device_id}/series": (CursorId, encode_cursor(0)),
-    "/api/v1/devices/{device_id}/configs": (CursorId, encode_cursor(ID_MAX)),
-    "/api/v1/events": (tuple[datetime, CursorId], encode_cursor(("2100-01-01T00:00:00Z", 0))),
-    "/api/v1/audit": (CursorId, encode_cursor(ID_MAX)),
-    "/api/v1/alerts": (tuple[datetime, CursorId], encode_cursor(("2100-01-01T00:00:00Z", 0))),
-    "/api/v1/silences": (CursorId, encode_cursor(ID_MAX)),
-    "/api/v1/webhooks/{webhook_id}/deliveries": (CursorId, encode_cursor(ID_MAX)),
-}
 LOOPBACK_URL = "http://127.0.0.1:9/hook"
 RANGE_MAX = ApiSettings().range_max  # the run keeps the default (tests/test_api_schema.py)
 VALID_RULE = {"metric": "cpuUtilization", "value": 90, "kind": "threshold"}
@@ -93,20 +73,6 @@ def _protected(what: str = "TOKEN") -> set[str]:
 
 def _is_positive(case: schemathesis.Case) -> bool:
     return case.meta is not None and case.meta.generation.mode.is_positive
-
-
-def _real_cursor(case: schemathesis.Case) -> None:
-    known = _CURSORS.get(case.operation.path)
-    if known is None or not isinstance(case.query, dict):
-        return
-    cursor = case.query.get("cursor")
-    if not isinstance(cursor, str):
-        return
-    kind, replacement = known
-    try:
-        decode_cursor(cursor, kind)
-    except ValidationException:
-        case.query["cursor"] = replacement
 
 
 def _future_expiry(case: schemathesis.Case) -> None:
@@ -275,7 +241,6 @@ def before_call(ctx: Any, case: schemathesis.Case, **kwargs: Any) -> None:
         case.path_parameters["webhook_id"] = ID_MAX
     _loopback_url(case)
     if _is_positive(case):
-        _real_cursor(case)
         _future_expiry(case)
         _mend_rule(case)
         _mend_silence(case)

@@ -672,3 +672,35 @@ async def test_no_response_holds_a_token_secret_salt_or_hash(world: World) -> No
 
 def _b64(raw: bytes) -> str:
     return base64.b64encode(raw).decode().rstrip("=")
+
+
+async def test_times_at_the_calendars_ends_are_brought_within_bounds(world: World) -> None:
+    # 9999-12-31T23:59:59-14:00 is a valid RFC 3339 time past datetime's end in UTC: it
+    # was stored as 'infinity' and read back without a timezone (a date-time the document
+    # does not allow, and `netmon token list` crashed on it).
+    async with world.api.client("admin") as c:
+        for when, stored in (
+            ("9999-12-31T23:59:59-14:00", "9999-12-30T00:00:00Z"),
+            ("9999-12-31T23:59:59.999999Z", "9999-12-30T00:00:00Z"),
+        ):
+            made = await c.post(
+                "/api/v1/tokens", json={"name": world.name(), "role": "viewer", "expires_at": when}
+            )
+            assert made.status_code == 201, made.text
+            assert made.json()["info"]["expires_at"] == stored
+        listed = (await c.get("/api/v1/tokens")).json()["items"]
+        assert all(t["expires_at"] is None or t["expires_at"].endswith("Z") for t in listed)
+        silence = await c.post(
+            "/api/v1/silences",
+            json={
+                "matchers": ['site="lon1"'],
+                "starts_at": "0001-01-01T00:00:00+14:00",
+                "ends_at": "9999-12-31T23:59:59-14:00",
+            },
+        )
+        assert silence.status_code == 422, silence.text  # longer than 3660 days: refused
+        events = await c.get(
+            "/api/v1/events",
+            params={"since": "0001-01-01T00:00:00+14:00", "until": "9999-12-31T23:59:59-14:00"},
+        )
+        assert events.status_code == 200, events.text

@@ -58,7 +58,7 @@ async def test_bad_input_is_a_problem_document_naming_the_field(api: Api) -> Non
         body = r.json()
         assert body["status"] == 400
         assert body["errors"][0]["field"] == "limit"
-        r = await c.get("/api/v1/devices", params={"cursor": "not-a-cursor"})
+        r = await c.get("/api/v1/devices", params={"cursor": "not a cursor"})
         assert r.status_code == 400
         assert "cursor" in r.json()["detail"]
         r = await c.get("/api/v1/devices/0")
@@ -168,3 +168,31 @@ async def test_deleting_a_device_deletes_its_samples_and_a_writer_starts_afresh(
             )
             assert orphans == 0
             assert await conn.fetchval("SELECT count(*) FROM samples") == 1
+
+
+async def test_every_cursor_the_schema_admits_is_a_place_to_page_from(api: Api) -> None:
+    # The document's pattern is the whole rule: "0", or a cursor never handed out, is a
+    # valid request (an empty page, or the page after it), never a 400.
+    async with api.client("admin") as c:
+        made = await c.post("/api/v1/devices", json={"name": "pager", "site": "lon1"})
+        device = made.json()["id"]
+        routes = {
+            "/api/v1/devices": ("A", "_-_-", "AAAAA", "zz"),
+            f"/api/v1/devices/{device}/series": ("0", "999999999999999"),
+            f"/api/v1/devices/{device}/configs": ("0", "1"),
+            "/api/v1/events": ("0_0", "-9999999999999999_1", "99999999999999999_0"),
+            "/api/v1/alerts": ("0_0", "1_999999999999999"),
+            "/api/v1/audit": ("0", "42"),
+            "/api/v1/silences": ("0",),
+        }
+        for route, cursors in routes.items():
+            for cursor in cursors:
+                r = await c.get(route, params={"cursor": cursor})
+                assert r.status_code == 200, (route, cursor, r.text)
+        # And the cursors handed out are of that form, and lead on.
+        for name in ("a1", "a2", "a3"):
+            await c.post("/api/v1/devices", json={"name": name})
+        first = (await c.get("/api/v1/devices", params={"limit": 2})).json()
+        second = await c.get("/api/v1/devices", params={"limit": 2, "cursor": first["next_cursor"]})
+        names = [d["name"] for d in first["items"] + second.json()["items"]]
+        assert names == ["a1", "a2", "a3", "pager"]

@@ -61,14 +61,40 @@ async def test_last_values_by_device_metric_and_label(api: Api) -> None:
         assert "device or metric" in none.json()["detail"]
 
 
-async def test_selector_matching_too_many_series_is_refused(api: Api) -> None:
+async def test_a_range_over_too_many_series_is_refused(api: Api) -> None:
     api.ctx.settings.api.__dict__["series_max"] = 2  # frozen model; a test-only shortcut
     now = datetime.now(UTC)
     await _write(api, [Sample(_key("r1", f"m{i}"), now, i) for i in range(3)])
     async with api.client("viewer") as c:
-        r = await c.get("/api/v1/metrics/last", params={"device": "r1"})
+        r = await c.get("/api/v1/metrics/range", params={"device": "r1"})
     assert r.status_code == 400
     assert "more than 2 series" in r.json()["detail"]
+
+
+async def test_a_devices_last_values_come_in_pages_whatever_its_series(api: Api) -> None:
+    # A lab device has 289 to 1,000+ series: `/last?device=...` (the README's example)
+    # was a 400 over api.series_max (200). Now it pages.
+    now = datetime.now(UTC)
+    metrics = [f"m{i:04d}" for i in range(1200)]
+    await _write(api, [Sample(_key("big", m, "eth0"), now, i) for i, m in enumerate(metrics)])
+    seen: list[str] = []
+    cursor = None
+    pages = 0
+    async with api.client("viewer") as c:
+        while True:
+            params = {"device": "big", **({"cursor": cursor} if cursor else {})}
+            r = await c.get("/api/v1/metrics/last", params=params)
+            assert r.status_code == 200, r.text
+            body = r.json()
+            seen += [v["series"]["metric"] for v in body["items"]]
+            pages += 1
+            cursor = body["next_cursor"]
+            if cursor is None:
+                break
+        small = await c.get("/api/v1/metrics/last", params={"device": "big", "limit": 500})
+        assert len(small.json()["items"]) == 500
+    assert pages == 2  # 1,000 series a page by default
+    assert sorted(seen) == metrics
 
 
 async def test_range_raw_and_stepped_and_from_rollups(api: Api) -> None:

@@ -54,6 +54,33 @@ def test_token_create_list_revoke(env) -> None:
     missing = netmon("token", "revoke", "99", env=env)
     assert missing.returncode == 1
     assert "no token with id 99" in missing.stderr
+    again = netmon("token", "revoke", "1", env=env)
+    assert again.returncode == 0, again.stderr
+    assert "revoked already" in again.stdout
+
+
+def test_a_token_for_the_end_of_time_is_listed(env) -> None:
+    # Taken through the API once, at the calendar's end with a negative offset: the
+    # database then held 'infinity', and `token list` crashed comparing times.
+    far = netmon(
+        "token",
+        "create",
+        "--role",
+        "viewer",
+        "--name",
+        "far",
+        "--expires",
+        "9999-12-31T23:59:59-14:00",
+        env=env,
+    )
+    assert far.returncode == 0, far.stderr
+    longest = netmon(
+        "token", "create", "--role", "viewer", "--name", "long", "--expires", "99999999d", env=env
+    )
+    assert longest.returncode == 0, longest.stderr
+    listed = netmon("token", "list", env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert "9999-12-30" in listed.stdout
 
 
 @pytest.mark.parametrize(

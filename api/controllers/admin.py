@@ -24,15 +24,14 @@ from netmon.api.auth import ROLE_RANK, Principal, actor_of, requires
 from netmon.api.context import Ctx
 from netmon.api.problems import responses
 from netmon.api.schemas.common import (
-    CursorId,
-    CursorQuery,
     Id,
+    IdCursorQuery,
     Label,
     LimitQuery,
     Name,
     StrictJSONBody,
-    decode_cursor,
-    encode_cursor,
+    id_cursor,
+    next_id_cursor,
     parse_time,
     time_query,
     to_utc,
@@ -194,10 +193,10 @@ class AuditController(Controller):
         since: Annotated[str | None, time_query("inclusive.")] = None,
         until: Annotated[str | None, time_query("exclusive.")] = None,
         limit: LimitQuery = 100,
-        cursor: CursorQuery = None,
+        cursor: IdCursorQuery = None,
     ) -> AuditPage:
         since_, until_ = parse_time("since", since), parse_time("until", until)
-        before = decode_cursor(cursor, CursorId) if cursor else None
+        before = id_cursor(cursor)
         async with ctx.db.pool.acquire() as conn:
             rows = await list_audit(
                 conn,
@@ -212,7 +211,7 @@ class AuditController(Controller):
             )
         items = rows[:limit]
         more = len(rows) > limit
-        return AuditPage(items=items, next_cursor=encode_cursor(items[-1].id) if more else None)
+        return AuditPage(items=items, next_cursor=next_id_cursor(items[-1].id) if more else None)
 
 
 class InventoryController(Controller):

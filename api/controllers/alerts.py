@@ -4,7 +4,6 @@ acknowledgement by an operator."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import asyncpg
@@ -20,15 +19,13 @@ from netmon.api.context import Ctx
 from netmon.api.problems import Conflict, responses
 from netmon.api.schemas.alerts import RULE_NAME, AckBody, AlertDetail, AlertPage
 from netmon.api.schemas.common import (
-    CursorId,
-    CursorQuery,
     Id,
     LabelQuery,
     LimitQuery,
     StrictJSONBody,
-    decode_cursor,
-    encode_cursor,
-    to_utc,
+    TimeCursorQuery,
+    next_time_cursor,
+    time_cursor,
 )
 from netmon.store.audit import audit_sites, record_audit
 
@@ -96,14 +93,11 @@ class AlertController(Controller):
         site: LabelQuery = None,
         flapping: FromQuery[bool | None] = None,
         limit: LimitQuery = 100,
-        cursor: CursorQuery = None,
+        cursor: TimeCursorQuery = None,
     ) -> AlertPage:
         """Filters combine with AND; the values of one repeated filter with OR. A token
         limited to sites sees the alerts of its sites' devices only."""
-        before = None
-        if cursor:
-            at, alert_id = decode_cursor(cursor, tuple[datetime, CursorId])
-            before = (to_utc(at), alert_id)
+        before = time_cursor(cursor)
         wanted = None if states and "all" in states else (states or admin.OPEN_STATES)
         async with ctx.db.pool.acquire() as conn:
             items = await admin.list_alerts(
@@ -120,7 +114,7 @@ class AlertController(Controller):
             )
         more = len(items) > limit
         items = items[:limit]
-        next_cursor = encode_cursor((items[-1].updated_at, items[-1].id)) if more else None
+        next_cursor = next_time_cursor(items[-1].updated_at, items[-1].id) if more else None
         return AlertPage(items=items, next_cursor=next_cursor)
 
     @get("/{alert_id:int}", summary="One alert and its history", responses=responses(404))

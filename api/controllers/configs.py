@@ -16,12 +16,11 @@ from netmon.api.context import Ctx
 from netmon.api.problems import Conflict, responses
 from netmon.api.schemas.common import (
     ID_MAX,
-    CursorId,
-    CursorQuery,
     Id,
+    IdCursorQuery,
     LimitQuery,
-    decode_cursor,
-    encode_cursor,
+    id_cursor,
+    next_id_cursor,
 )
 from netmon.api.schemas.configs import (
     BackupOutcome,
@@ -70,10 +69,10 @@ class DeviceConfigController(Controller):
         device_id: Id,
         source: FromQuery[Literal["running", "candidate", "startup"] | None] = None,
         limit: LimitQuery = 100,
-        cursor: CursorQuery = None,
+        cursor: IdCursorQuery = None,
     ) -> ConfigVersionPage:
         """Versions without their text; `GET /api/v1/configs/{id}` has it."""
-        before = decode_cursor(cursor, CursorId) if cursor else None
+        before = id_cursor(cursor)
         async with ctx.db.pool.acquire() as conn:
             site = await conn.fetchrow("SELECT site FROM devices WHERE id = $1", device_id)
             if site is None:
@@ -85,7 +84,7 @@ class DeviceConfigController(Controller):
         items = [summary_of(v) for v in rows[:limit]]
         more = len(rows) > limit
         return ConfigVersionPage(
-            items=items, next_cursor=encode_cursor(items[-1].id) if more else None
+            items=items, next_cursor=next_id_cursor(items[-1].id) if more else None
         )
 
     @post(

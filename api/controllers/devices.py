@@ -14,15 +14,14 @@ from netmon.api.auth import Principal, actor_of, check_site, requires
 from netmon.api.context import Ctx
 from netmon.api.problems import Conflict, responses
 from netmon.api.schemas.common import (
-    CursorName,
-    CursorQuery,
     Id,
     Label,
     LabelQuery,
     LimitQuery,
+    NameCursorQuery,
     StrictJSONBody,
-    decode_cursor,
-    encode_cursor,
+    name_cursor,
+    next_name_cursor,
 )
 from netmon.api.schemas.devices import (
     INTERFACE_METRICS,
@@ -85,7 +84,7 @@ class DeviceController(Controller):
         ctx: Ctx,
         request: Request[Principal, Any, Any],
         limit: LimitQuery = 100,
-        cursor: CursorQuery = None,
+        cursor: NameCursorQuery = None,
         site: LabelQuery = None,
         role: LabelQuery = None,
         platform: LabelQuery = None,
@@ -94,7 +93,7 @@ class DeviceController(Controller):
         name: NameQuery = None,
     ) -> DevicePage:
         """Devices by name, a page at a time; filters combine with AND."""
-        after = decode_cursor(cursor, CursorName) if cursor else None
+        after = name_cursor(cursor)
         async with ctx.db.pool.acquire() as conn:
             rows = await store.list_devices(
                 conn,
@@ -110,7 +109,9 @@ class DeviceController(Controller):
             )
         more = len(rows) > limit
         items = [summary_from_row(r) for r in rows[:limit]]
-        return DevicePage(items=items, next_cursor=encode_cursor(items[-1].name) if more else None)
+        return DevicePage(
+            items=items, next_cursor=next_name_cursor(items[-1].name) if more else None
+        )
 
     @get("/{device_id:int}", summary="One device", responses=responses(404))
     async def device(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -13,14 +12,12 @@ from netmon.api.auth import Principal, requires
 from netmon.api.context import Ctx
 from netmon.api.problems import responses
 from netmon.api.schemas.common import (
-    CursorId,
-    CursorQuery,
     LimitQuery,
-    decode_cursor,
-    encode_cursor,
+    TimeCursorQuery,
+    next_time_cursor,
     parse_time,
+    time_cursor,
     time_query,
-    to_utc,
 )
 from netmon.store.events import EventRow, list_events
 
@@ -58,12 +55,9 @@ class EventController(Controller):
         since: Annotated[str | None, time_query("inclusive.")] = None,
         until: Annotated[str | None, time_query("exclusive.")] = None,
         limit: LimitQuery = 100,
-        cursor: CursorQuery = None,
+        cursor: TimeCursorQuery = None,
     ) -> EventPage:
-        before = None
-        if cursor:
-            at, event_id = decode_cursor(cursor, tuple[datetime, CursorId])
-            before = (to_utc(at), event_id)
+        before = time_cursor(cursor)
         async with ctx.db.pool.acquire() as conn:
             rows = await list_events(
                 conn,
@@ -78,5 +72,5 @@ class EventController(Controller):
             )
         items = rows[:limit]
         more = len(rows) > limit
-        next_cursor = encode_cursor((items[-1].time, items[-1].id)) if more else None
+        next_cursor = next_time_cursor(items[-1].time, items[-1].id) if more else None
         return EventPage(items=items, next_cursor=next_cursor)

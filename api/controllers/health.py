@@ -2,18 +2,22 @@
 
 Ready answers within about two seconds whatever the database does: each check has its
 own deadline, and a database that does not answer is a failed check, not a hung probe.
+Being public, it must not be a way to load the database: an answer is kept for a second
+and shared by everyone who asks meanwhile (callers arriving while it is worked out wait
+for that one), so a flood of probes costs at most one round of checks a second.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from datetime import UTC, datetime
 
 from litestar import Controller, Response, get
 from litestar.openapi.datastructures import ResponseSpec
 
-from netmon.api.context import Ctx
+from netmon.api.context import ApiContext, Ctx
 from netmon.api.schemas.health import Check, Live, Ready
 from netmon.store.schema import schema_status
 
@@ -21,6 +25,31 @@ __all__ = ["HealthController"]
 
 _DEADLINE = 1.5  # seconds per check
 _LAG_FACTOR = 3  # polls this many intervals late make the poller "lagging"
+READY_TTL = 1.0  # seconds an answer of /health/ready is served again
+
+
+class _ReadyCache:
+    def __init__(self) -> None:
+        self.answer: Ready | None = None
+        self.at = 0.0
+        self.pending: asyncio.Task[Ready] | None = None
+
+    async def get(self, ctx: ApiContext) -> Ready:
+        if self.answer is not None and time.monotonic() - self.at < READY_TTL:
+            return self.answer
+        if self.pending is None:
+            self.pending = asyncio.ensure_future(_checks(ctx))
+            self.pending.add_done_callback(self._done)
+        # Shielded: a caller that goes away does not cancel the round others wait for.
+        return await asyncio.shield(self.pending)
+
+    def _done(self, task: asyncio.Task[Ready]) -> None:
+        self.pending = None
+        if not task.cancelled() and task.exception() is None:
+            self.answer, self.at = task.result(), time.monotonic()
+
+
+_caches: weakref.WeakKeyDictionary[ApiContext, _ReadyCache] = weakref.WeakKeyDictionary()
 
 
 class HealthController(Controller):
@@ -43,18 +72,24 @@ class HealthController(Controller):
         },
     )
     async def ready(self, ctx: Ctx) -> Response[Ready]:
-        checks = dict(
-            zip(
-                ("database", "migrations", "poller"),
-                await asyncio.gather(_database(ctx), _migrations(ctx), _poller(ctx)),
-                strict=True,
-            )
+        """Checked at most once a second; the answer says when (`checked_at`)."""
+        cache = _caches.get(ctx)
+        if cache is None:
+            cache = _caches[ctx] = _ReadyCache()
+        ready = await cache.get(ctx)
+        return Response(ready, status_code=200 if ready.status == "ready" else 503)
+
+
+async def _checks(ctx: ApiContext) -> Ready:
+    checks = dict(
+        zip(
+            ("database", "migrations", "poller"),
+            await asyncio.gather(_database(ctx), _migrations(ctx), _poller(ctx)),
+            strict=True,
         )
-        ok = all(c.ok for c in checks.values())
-        return Response(
-            Ready(status="ready" if ok else "not ready", checks=checks),
-            status_code=200 if ok else 503,
-        )
+    )
+    ok = all(c.ok for c in checks.values())
+    return Ready(status="ready" if ok else "not ready", checks=checks, checked_at=datetime.now(UTC))
 
 
 async def _bounded(coro: object, what: str) -> Check | BaseException:

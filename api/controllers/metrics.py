@@ -16,12 +16,11 @@ from netmon.api.auth import Principal, requires
 from netmon.api.context import Ctx
 from netmon.api.problems import responses
 from netmon.api.schemas.common import (
-    CursorId,
-    CursorQuery,
     Id,
+    IdCursorQuery,
     LimitQuery,
-    decode_cursor,
-    encode_cursor,
+    id_cursor,
+    next_id_cursor,
     parse_time,
     time_query,
 )
@@ -37,6 +36,7 @@ from netmon.durations import parse_duration
 from netmon.errors import QueryError
 from netmon.store.queries import last_values, range_query
 from netmon.store.series import SeriesInfo, select_series
+from netmon.times import TIME_MIN
 
 __all__ = ["MetricsQueryController", "SeriesController", "lookback_window", "range_window"]
 
@@ -48,7 +48,6 @@ _LABEL = r"^[A-Za-z_][A-Za-z0-9_.-]{0,99}=[^\x00]{0,300}$"
 _DURATION = r"^[0-9]{1,9}(ms|s|m|h|d|w)$"
 RAW_SPAN_MAX = timedelta(days=1)  # raw samples without a step: at most a day per request
 LOOKBACK_MAX = timedelta(days=7)
-_TIME_MIN = datetime.min.replace(tzinfo=UTC)
 
 # Items of repeated parameters: msgspec checks the Meta, and the KwargDefinition repeats it
 # for the OpenAPI document (Litestar reads neither a Meta nor a Parameter of list items for
@@ -109,12 +108,14 @@ def _labels(items: list[str] | None) -> dict[str, str] | None:
 
 
 async def _select(
-    ctx: Ctx,
     conn: Any,
     user: Principal,
     devices: list[str] | None,
     metrics: list[str] | None,
     labels: list[str] | None,
+    *,
+    limit: int,
+    after_id: int = 0,
 ) -> list[SeriesInfo]:
     if not devices and not metrics:
         raise ValidationException(
@@ -124,15 +125,28 @@ async def _select(
     wanted = _labels(labels)
     if wanted is None:
         return []
-    cap = ctx.settings.api.series_max
-    found = await select_series(
+    return await select_series(
         conn,
-        limit=cap + 1,
+        limit=limit,
         devices=devices,
         metrics=metrics,
         labels=wanted,
         sites=user.sites,
+        after_id=after_id,
     )
+
+
+async def _select_capped(
+    ctx: Ctx,
+    conn: Any,
+    user: Principal,
+    devices: list[str] | None,
+    metrics: list[str] | None,
+    labels: list[str] | None,
+) -> list[SeriesInfo]:
+    """For ranges, whose points grow with each series: at most ``api.series_max``."""
+    cap = ctx.settings.api.series_max
+    found = await _select(conn, user, devices, metrics, labels, limit=cap + 1)
     if len(found) > cap:
         raise ValidationException(
             f"the selector matches more than {cap} series; narrow it with device, metric or label",
@@ -160,13 +174,27 @@ class MetricsQueryController(Controller):
                 pattern=_DURATION, description="How far back to look for a value (max 7d)."
             ),
         ] = "1h",
+        limit: LimitQuery = 1000,
+        cursor: IdCursorQuery = None,
     ) -> LastValues:
-        """Series with no sample within `lookback` are left out."""
+        """Series with no sample within `lookback` are left out. A page covers `limit`
+        selected series (so it may hold fewer values); `next_cursor` leads to the next,
+        whatever the number of series a device has."""
         window = lookback_window(lookback)
         async with ctx.db.pool.acquire() as conn:
-            series = await _select(ctx, conn, request.user, device, metric, label)
-            values = await last_values(conn, [s.id for s in series], window)
-        return last_values_out(series, values)
+            series = await _select(
+                conn,
+                request.user,
+                device,
+                metric,
+                label,
+                limit=limit + 1,
+                after_id=id_cursor(cursor) or 0,
+            )
+            page = series[:limit]
+            values = await last_values(conn, [s.id for s in page], window)
+        more = len(series) > limit
+        return last_values_out(page, values, next_id_cursor(page[-1].id) if more else None)
 
     @get(
         "/range", summary="Values of each selected series over a time range", responses=responses()
@@ -197,7 +225,7 @@ class MetricsQueryController(Controller):
         start_, end_, step_ = range_window(start, end, step, ctx.settings.api.range_max, now)
         chosen = None if resolution == "auto" else resolution
         async with ctx.db.pool.acquire() as conn:
-            series = await _select(ctx, conn, request.user, device, metric, label)
+            series = await _select_capped(ctx, conn, request.user, device, metric, label)
             try:
                 results = [
                     await range_query(
@@ -222,7 +250,7 @@ def range_window(
     """The range a query asks for, checked against the rules that span its parameters
     (the schemathesis hooks ask the same question of generated requests)."""
     end_ = parse_time("end", end) or now
-    start_ = parse_time("start", start) or end_ - min(timedelta(hours=1), end_ - _TIME_MIN)
+    start_ = parse_time("start", start) or end_ - min(timedelta(hours=1), end_ - TIME_MIN)
     if end_ <= start_:
         raise ValidationException(
             "end must be after start", extra=[{"key": "end", "message": "before start"}]
@@ -269,9 +297,9 @@ class SeriesController(Controller):
         metric: MetricsQuery = None,
         label: LabelsQuery = None,
         limit: LimitQuery = 1000,
-        cursor: CursorQuery = None,
+        cursor: IdCursorQuery = None,
     ) -> SeriesPage:
-        after = decode_cursor(cursor, CursorId) if cursor else 0
+        after = id_cursor(cursor) or 0
         async with ctx.db.pool.acquire() as conn:
             site = await conn.fetchrow("SELECT site FROM devices WHERE id = $1", device_id)
             if site is None or not request.user.sees(site["site"]):
@@ -291,4 +319,4 @@ class SeriesController(Controller):
             )
         items = [series_out(s) for s in found[:limit]]
         more = len(found) > limit
-        return SeriesPage(items=items, next_cursor=encode_cursor(items[-1].id) if more else None)
+        return SeriesPage(items=items, next_cursor=next_id_cursor(items[-1].id) if more else None)

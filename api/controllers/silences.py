@@ -23,13 +23,12 @@ from netmon.api.context import Ctx
 from netmon.api.problems import Conflict, responses
 from netmon.api.schemas.alerts import SilenceCreate, SilencePage, checked_matchers, silence_window
 from netmon.api.schemas.common import (
-    CursorId,
-    CursorQuery,
     Id,
+    IdCursorQuery,
     LimitQuery,
     StrictJSONBody,
-    decode_cursor,
-    encode_cursor,
+    id_cursor,
+    next_id_cursor,
 )
 from netmon.api.scope import confinement, may_change, require_confined
 from netmon.store.audit import audit_sites, record_audit
@@ -60,10 +59,10 @@ class SilenceController(Controller):
             Literal["active", "pending", "expired", "all"], QueryParameter(name="state")
         ] = "active",
         limit: LimitQuery = 100,
-        cursor: CursorQuery = None,
+        cursor: IdCursorQuery = None,
     ) -> SilencePage:
         """`active` (default): in force now; `pending`: not started; `expired`: ended."""
-        before = decode_cursor(cursor, CursorId) if cursor else None
+        before = id_cursor(cursor)
         async with ctx.db.pool.acquire() as conn:
             rows = await silences.list_silences(
                 conn,
@@ -74,7 +73,7 @@ class SilenceController(Controller):
             )
         items = rows[:limit]
         more = len(rows) > limit
-        return SilencePage(items=items, next_cursor=encode_cursor(items[-1].id) if more else None)
+        return SilencePage(items=items, next_cursor=next_id_cursor(items[-1].id) if more else None)
 
     @get("/{silence_id:int}", summary="One silence", responses=responses(404))
     async def silence(

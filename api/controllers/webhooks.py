@@ -42,13 +42,12 @@ from netmon.api.schemas.alerts import (
     unprocessable,
 )
 from netmon.api.schemas.common import (
-    CursorId,
-    CursorQuery,
     Id,
+    IdCursorQuery,
     LimitQuery,
     StrictJSONBody,
-    decode_cursor,
-    encode_cursor,
+    id_cursor,
+    next_id_cursor,
 )
 from netmon.api.scope import confinement, may_change, require_confined
 from netmon.store.audit import audit_sites, record_audit
@@ -251,10 +250,10 @@ class WebhookController(Controller):
         ] = None,
         payload: FromQuery[bool] = False,
         limit: LimitQuery = 100,
-        cursor: CursorQuery = None,
+        cursor: IdCursorQuery = None,
     ) -> DeliveryPage:
         """`payload=true` adds each message's exact body."""
-        before = decode_cursor(cursor, CursorId) if cursor else None
+        before = id_cursor(cursor)
         async with ctx.db.pool.acquire() as conn:
             await _webhook(conn, request.user, webhook_id)
             rows = await webhooks.list_deliveries(
@@ -262,7 +261,7 @@ class WebhookController(Controller):
             )
         items = rows[:limit]
         more = len(rows) > limit
-        return DeliveryPage(items=items, next_cursor=encode_cursor(items[-1].id) if more else None)
+        return DeliveryPage(items=items, next_cursor=next_id_cursor(items[-1].id) if more else None)
 
 
 class DeliveryController(Controller):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import re
 import secrets
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -26,7 +26,7 @@ from netmon.alerts.model import AlertView, Severity
 from netmon.alerts.rules import RuleError, RuleSpec, parse_rule
 from netmon.alerts.silences import SilenceRow
 from netmon.alerts.webhooks import DeliveryRow, WebhookRow
-from netmon.api.schemas.common import Name
+from netmon.api.schemas.common import Name, to_utc
 from netmon.durations import parse_duration
 
 __all__ = [
@@ -243,7 +243,7 @@ class SilencePage(msgspec.Struct, frozen=True):
 def silence_window(body: SilenceCreate, now: datetime) -> tuple[datetime, datetime]:
     """(starts_at, ends_at) in UTC; 422 unless it ends after it starts, after now, and
     lasts at most ten years."""
-    starts = body.starts_at.astimezone(UTC) if body.starts_at is not None else now
+    starts = to_utc(body.starts_at) if body.starts_at is not None else now
     if (body.ends_at is None) == (body.duration is None):
         raise unprocessable("ends_at", "give ends_at or duration (one of them)")
     if body.duration is not None:
@@ -254,7 +254,7 @@ def silence_window(body: SilenceCreate, now: datetime) -> tuple[datetime, dateti
             raise unprocessable("duration", "ends past the year 9999") from None
     else:
         assert body.ends_at is not None
-        ends = body.ends_at.astimezone(UTC)
+        ends = to_utc(body.ends_at)
         if ends - starts > SILENCE_MAX:
             raise unprocessable("ends_at", "a silence lasts at most 3660 days")
     if ends <= starts:

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import base64
-import binascii
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, TypeAlias, TypeVar
 
 import msgspec
@@ -19,22 +18,27 @@ from litestar.params import (
     QueryParameter,
 )
 
+from netmon.times import bounded_utc
+
 __all__ = [
     "ID_MAX",
-    "Cursor",
-    "CursorId",
-    "CursorName",
-    "CursorQuery",
     "Id",
+    "IdCursorQuery",
     "Label",
     "LabelQuery",
     "Limit",
     "LimitQuery",
     "Name",
+    "NameCursorQuery",
     "StrictJSONBody",
-    "decode_cursor",
-    "encode_cursor",
+    "TimeCursorQuery",
+    "id_cursor",
+    "name_cursor",
+    "next_id_cursor",
+    "next_name_cursor",
+    "next_time_cursor",
     "parse_time",
+    "time_cursor",
     "time_query",
     "to_utc",
 ]
@@ -53,11 +57,6 @@ Name = Annotated[
 ]
 Label = Name
 Limit = Annotated[int, msgspec.Meta(ge=1, le=1000)]
-Cursor = Annotated[str, msgspec.Meta(max_length=400, pattern=r"^[A-Za-z0-9_-]*$")]
-# What cursors hold, bounded as the database's columns are (a cursor is the client's input):
-# row ids (bigint) and names (text, which cannot hold NUL).
-CursorId = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
-CursorName = Annotated[str, msgspec.Meta(max_length=1000, pattern=r"^[^\x00]*$")]
 
 
 # The same constraints for query and path parameters (Litestar reads Parameter there).
@@ -67,12 +66,27 @@ LimitQuery = Annotated[
         ge=1, le=1000, description="Items per page (1 to 1000).", examples=[Example(value=100)]
     ),
 ]
-CursorQuery = Annotated[
+# Cursors: what the previous page's last item was, in a form whose every value the
+# pattern admits is a valid place to go on from (a client may send any of them: "0" is
+# "before id 0", an empty page, not an error). `next_cursor` gives the one to send.
+_NEXT = "`next_cursor` of the previous page; omit for the first page."
+IdCursorQuery = Annotated[
+    str | None,
+    QueryParameter(pattern=r"^[0-9]{1,15}$", description=f"{_NEXT} (the last item's id)"),
+]
+NameCursorQuery = Annotated[
     str | None,
     QueryParameter(
         max_length=400,
         pattern=r"^[A-Za-z0-9_-]+$",
-        description="`next_cursor` of the previous page; omit for the first page.",
+        description=f"{_NEXT} (the last name, base64url)",
+    ),
+]
+TimeCursorQuery = Annotated[
+    str | None,
+    QueryParameter(
+        pattern=r"^(-[0-9]{1,16}|[0-9]{1,17})_[0-9]{1,15}$",
+        description=f"{_NEXT} (the last item's time, µs since 1970, and id)",
     ),
 ]
 LabelQuery = Annotated[
@@ -94,20 +108,44 @@ StrictJSONBody: TypeAlias = Annotated[
 ]
 
 
-def encode_cursor(value: object) -> str:
-    """An opaque cursor: clients pass it back, they need not read it."""
-    raw = msgspec.json.encode(value)
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+def id_cursor(cursor: str | None) -> int | None:
+    return int(cursor) if cursor is not None else None
 
 
-def decode_cursor(cursor: str, kind: type[T]) -> T:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        return msgspec.json.decode(raw, type=kind)
-    except (binascii.Error, ValueError, msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise ValidationException(
-            "cursor: not a cursor this API gave out", extra=[{"key": "cursor", "message": str(exc)}]
-        ) from exc
+def next_id_cursor(item_id: int) -> str:
+    return str(item_id)
+
+
+def name_cursor(cursor: str | None) -> str | None:
+    """The name a name cursor holds. Any base64url text is one: bytes that are no UTF-8,
+    or hold NUL (which no name can), still give a string that sorts somewhere."""
+    if cursor is None:
+        return None
+    usable = cursor[: len(cursor) - 1] if len(cursor) % 4 == 1 else cursor
+    raw = base64.urlsafe_b64decode(usable + "=" * (-len(usable) % 4))
+    return raw.decode("utf-8", "replace").replace("\x00", "")
+
+
+def next_name_cursor(name: str) -> str:
+    return base64.urlsafe_b64encode(name.encode()).rstrip(b"=").decode()
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# What the pattern holds: about 1653 to 5138. Times outside are paged from the nearest end.
+_CURSOR_US = (-(10**16) + 1, 10**17 - 1)
+
+
+def time_cursor(cursor: str | None) -> tuple[datetime, int] | None:
+    if cursor is None:
+        return None
+    micros, _, item_id = cursor.rpartition("_")
+    return _EPOCH + timedelta(microseconds=int(micros)), int(item_id)
+
+
+def next_time_cursor(time: datetime, item_id: int) -> str:
+    micros = (time - _EPOCH) // timedelta(microseconds=1)
+    low, high = _CURSOR_US
+    return f"{min(max(micros, low), high)}_{item_id}"
 
 
 def time_query(description: str) -> ParameterKwarg:
@@ -120,12 +158,8 @@ def time_query(description: str) -> ParameterKwarg:
 
 
 def to_utc(value: datetime) -> datetime:
-    """``value`` in UTC; within a day of the calendar's ends (0001-01-01, 9999-12-31), where
-    the offset would carry it past them, the end itself."""
-    try:
-        return value.astimezone(UTC)
-    except OverflowError:
-        return (datetime.min if value.year == 1 else datetime.max).replace(tzinfo=UTC)
+    """``value`` in UTC, within netmon's time range (``netmon.times``)."""
+    return bounded_utc(value)
 
 
 def parse_time(name: str, text: str | None) -> datetime | None:

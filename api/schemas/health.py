@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Literal
 
 import msgspec
@@ -22,3 +23,4 @@ class Check(msgspec.Struct, frozen=True, omit_defaults=True):
 class Ready(msgspec.Struct, frozen=True):
     status: Literal["ready", "not ready"]
     checks: dict[str, Check]
+    checked_at: datetime  # the answer is kept and served again for a second

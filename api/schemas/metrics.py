@@ -62,6 +62,7 @@ class SeriesValue(msgspec.Struct, frozen=True):
 
 class LastValues(msgspec.Struct, frozen=True):
     items: list[SeriesValue]
+    next_cursor: str | None = None
 
 
 class Point(msgspec.Struct, frozen=True, array_like=False):
@@ -94,13 +95,16 @@ def series_out(s: SeriesInfo) -> SeriesOut:
     )
 
 
-def last_values_out(series: list[SeriesInfo], values: list[LastValue]) -> LastValues:
+def last_values_out(
+    series: list[SeriesInfo], values: list[LastValue], next_cursor: str | None = None
+) -> LastValues:
     by_id = {s.id: s for s in series}
     return LastValues(
         items=[
             SeriesValue(series=series_out(by_id[v.series_id]), time=v.time, value=v.value)
             for v in values
-        ]
+        ],
+        next_cursor=next_cursor,
     )
 
 

@@ -16,6 +16,7 @@ from netmon.errors import ConfigError
 from netmon.store.audit import Actor, audit_sites, record_audit
 from netmon.store.database import Database
 from netmon.store.schema import upgrade
+from netmon.times import TIME_MAX, bounded_utc
 
 __all__ = ["token_app"]
 
@@ -100,16 +101,21 @@ def _expiry(text: str | None) -> datetime | None:
     if text is None:
         return None
     try:
-        return datetime.now(UTC) + parse_duration(text)
+        length = parse_duration(text)
     except ValueError:
         pass  # then it should be a date
+    else:
+        try:
+            return datetime.now(UTC) + length
+        except OverflowError:
+            return TIME_MAX
     try:
         when = datetime.fromisoformat(text)
     except ValueError:
         raise ConfigError(
             f"--expires: expected a duration (90d, 12h) or an ISO date, not {text!r}"
         ) from None
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
+    return bounded_utc(when if when.tzinfo else when.replace(tzinfo=UTC))
 
 
 @token_app.command("create")

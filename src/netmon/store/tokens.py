@@ -12,7 +12,7 @@ import hashlib
 import hmac
 import secrets
 from collections.abc import Collection, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 
 import asyncpg
 import msgspec
@@ -66,6 +66,14 @@ _COLUMNS = (
 )
 
 
+def _aware(value: datetime | None) -> datetime | None:
+    """asyncpg reads PostgreSQL's 'infinity' as a naive datetime.max: the end of time, in
+    UTC (a token from before times were bounded may hold it)."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
 def _row(r: asyncpg.Record) -> TokenRow:
     return TokenRow(
         id=r["id"],
@@ -75,7 +83,7 @@ def _row(r: asyncpg.Record) -> TokenRow:
         sites=list(r["sites"]) if r["sites"] is not None else None,
         created_at=r["created_at"],
         created_by=r["created_by"],
-        expires_at=r["expires_at"],
+        expires_at=_aware(r["expires_at"]),
         revoked_at=r["revoked_at"],
         last_used_at=r["last_used_at"],
     )
