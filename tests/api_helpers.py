@@ -11,9 +11,10 @@ from typing import Any
 import httpx
 import pytest
 
-from netmon.api.context import ApiContext, Runtime
+from netmon.api.context import ApiContext
 from netmon.api.server import ApiServer
 from netmon.config import Settings, load_settings
+from netmon.core_control import LocalCore
 from netmon.store.database import Database
 from netmon.store.tokens import create_token
 from tests.conftest import PgServer
@@ -81,15 +82,15 @@ async def make_tokens(db: Database, pepper: bytes) -> dict[str, str]:
 
 
 class running_api:
-    def __init__(self, settings: Settings, runtime: Runtime | None = None) -> None:
+    def __init__(self, settings: Settings, core: LocalCore | None = None) -> None:
         self.settings = settings
-        self.runtime = runtime
+        self.core = core
         self.api: Api | None = None
 
     async def __aenter__(self) -> Api:
         db = Database(self.settings.database, self.settings.data_dir)
         await db.start()
-        ctx = ApiContext(self.settings, db, self.runtime)
+        ctx = ApiContext(self.settings, db, self.core)
         server = ApiServer(ctx)
         await server.start()
         tokens = await make_tokens(db, self.settings.api.resolved_pepper())

@@ -504,12 +504,12 @@ async def _firing(conn: asyncpg.Connection, expected: set[tuple[str, str]]) -> b
 async def test_a_sample_in_is_an_alert_on_the_websocket(url, tmp_path):
     from websockets.asyncio.client import connect
 
-    from netmon.api.context import Runtime
+    from netmon.core_control import LocalCore
     from tests.api_helpers import make_api_settings, running_api
 
     base = alert_settings(url, tmp_path)
     settings = make_api_settings(url, tmp_path / "api").model_copy(update={"alerts": base.alerts})
-    async with running(settings) as svc, running_api(settings, Runtime(alerts=svc)) as api:
+    async with running(settings) as svc, running_api(settings, LocalCore(alerts=svc)) as api:
         port = api.server.port
         headers = {"Authorization": f"Bearer {api.tokens['viewer']}"}
         async with connect(f"ws://127.0.0.1:{port}/ws/alerts", additional_headers=headers) as ws:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from netmon.core_control import LocalCore
 from netmon.records import Sample, SeriesKey
 from netmon.store.devices import DeviceInfo, sync_devices
 from netmon.store.writer import SampleWriter
@@ -154,7 +155,7 @@ async def test_deleting_a_device_deletes_its_samples_and_a_writer_starts_afresh(
         await writer.write([Sample(key, now - timedelta(minutes=1), 5)])
         async with api.db.pool.acquire() as conn:
             device_id = await conn.fetchval("SELECT id FROM devices WHERE name = 'gone'")
-        api.ctx.runtime.writer = writer  # as inside `netmon run`
+        api.ctx.core = LocalCore(writer=writer)  # a writer in the API's process
         async with api.client("operator") as c:
             assert (await c.delete(f"/api/v1/devices/{device_id}")).status_code == 204
         async with api.db.pool.acquire() as conn:

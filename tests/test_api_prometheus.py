@@ -23,11 +23,12 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from netmon.alerts.service import AlertService
-from netmon.api.context import ApiContext, Runtime
+from netmon.api.context import ApiContext
 from netmon.api.device_export import DeviceSampleCollector, device_metric_name
 from netmon.api.http_stats import HttpMetricsMiddleware, HttpStats
 from netmon.api.server import ApiServer
 from netmon.config import Settings, load_settings
+from netmon.core_control import LocalCore
 from netmon.histogram import POLL_SECONDS_BUCKETS, WRITE_SECONDS_BUCKETS, Histogram
 from netmon.poller.scheduler import PollerStats
 from netmon.records import Sample, SeriesKey
@@ -261,9 +262,9 @@ async def token_for(db: Database, settings: Settings, sites: list[str] | None = 
 
 @asynccontextmanager
 async def served(
-    settings: Settings, db: Database, runtime: Runtime | None = None
+    settings: Settings, db: Database, core: LocalCore | None = None
 ) -> AsyncIterator[Api]:
-    ctx = ApiContext(settings=settings, db=db, runtime=runtime or Runtime())
+    ctx = ApiContext(settings=settings, db=db, core=core or LocalCore())
     server = ApiServer(ctx)
     await server.start()
     try:
@@ -273,13 +274,13 @@ async def served(
 
 
 @asynccontextmanager
-async def writing(settings: Settings, db: Database) -> AsyncIterator[Runtime]:
+async def writing(settings: Settings, db: Database) -> AsyncIterator[LocalCore]:
     writer = SampleWriter(db, settings)
     await writer.start()
     batcher = Batcher(writer, settings.writer)
     batcher.start()
     try:
-        yield Runtime(writer=writer, batcher=batcher)
+        yield LocalCore(writer=writer, batcher=batcher)
     finally:
         await batcher.close()
         await writer.close()
@@ -306,13 +307,13 @@ async def place(db: Database, sites: dict[str, tuple[str, str]]) -> None:
 
 async def test_a_write_moves_the_writer_counters(settings: Settings, db: Database):
     settings = api_settings(settings)
-    async with writing(settings, db) as runtime, served(settings, db, runtime) as api:
+    async with writing(settings, db) as core, served(settings, db, core) as api:
         before = parse(await api.scrape())
         assert value(before, "netmon_writer_samples_stored_total") == 0
         assert value(before, "netmon_batcher_queued_samples") == 0
         assert value(before, "netmon_database_up") == 1
-        assert runtime.batcher is not None
-        result = await runtime.batcher.submit(interface_samples("r1", datetime.now(UTC), 10))
+        assert core.batcher is not None
+        result = await core.batcher.submit(interface_samples("r1", datetime.now(UTC), 10))
         assert result.stored == 3
         page = await api.scrape()
         promtool_check(page)
@@ -337,12 +338,12 @@ async def test_device_samples_only_when_enabled(settings: Settings, db: Database
     now = datetime.now(UTC)
     for enabled in (False, True):
         s = api_settings(settings, metrics_device_samples=enabled)
-        async with writing(s, db) as runtime, served(s, db, runtime) as api:
-            assert runtime.writer is not None
-            await runtime.writer.write(interface_samples("r1", now, 100))
-            await runtime.writer.write(interface_samples("r2", now, 200))
+        async with writing(s, db) as core, served(s, db, core) as api:
+            assert core.writer is not None
+            await core.writer.write(interface_samples("r1", now, 100))
+            await core.writer.write(interface_samples("r2", now, 200))
             # Older than the lookback: a device that stopped answering is not current.
-            await runtime.writer.write(interface_samples("gone", now - timedelta(hours=2), 1))
+            await core.writer.write(interface_samples("gone", now - timedelta(hours=2), 1))
             await place(db, {"r1": ("lon1", "core"), "r2": ("par2", "edge")})
             page = await api.scrape()
             promtool_check(page)
@@ -440,10 +441,10 @@ async def test_polls_move_the_poller_counters_and_devices_appear(
     inventory = fast_inventory(lab, tmp_path / "inventory", interval="1s")
     async with running_poller(s, db, inventory) as service, running_alerts(s, db) as alerts:
         service.batcher.observe = alerts.observe
-        runtime = Runtime(
+        core = LocalCore(
             writer=service.batcher.writer, batcher=service.batcher, poller=service, alerts=alerts
         )
-        async with served(s, db, runtime) as api:
+        async with served(s, db, core) as api:
             first = parse(await api.scrape())
             assert value(first, "netmon_poller_devices", reachability="unknown") is not None
 

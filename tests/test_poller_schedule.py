@@ -58,8 +58,9 @@ async def test_a_graceful_stop_stores_what_polls_in_flight_return(
     async with running_poller(config, db, inventory) as service:
         # Phases spread the first polls over the interval; start all three now.
         assert service.poller is not None
+        now = service.poller._clock()
         for slot in list(service.poller._slots.values()):
-            service.poller._due(slot, 0.0)
+            service.poller._due(slot, now, now)
         await eventually(_started(3), what="three polls in flight")
         assert await count(conn, "slow_probe") == 0
     # The context's exit stopped the poller while the polls were still sleeping.

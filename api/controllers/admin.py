@@ -145,6 +145,7 @@ class TokenController(Controller):
                 row,
                 sites=audit_sites(row.sites),
             )
+            await publish_control(conn, "token_revoked", id=token_id)  # feeds close at once
         if ctx.tokens is not None:
             ctx.tokens.forget()
 
@@ -221,12 +222,11 @@ class InventoryController(Controller):
 
     @post("/reload", summary="Re-read the inventory", status_code=200, responses=responses())
     async def reload(self, ctx: Ctx, request: Request[Principal, Any, Any]) -> ReloadOutcome:
-        """This process's poller reloads now and reports; pollers in other processes are
-        asked through the database (`netmon_control`) and reload on their own. It reaches
-        every site: a token limited to sites gets 403."""
+        """The poller of this netmon (`netmon run`) reloads now and reports; pollers in
+        other processes are asked through the database (`netmon_control`) and reload on
+        their own. It reaches every site: a token limited to sites gets 403."""
         check_unscoped(request.user, "reloading the inventory")
-        poller = ctx.runtime.poller
-        result = await poller.reload() if poller is not None else None
+        result = await ctx.core.reload() if ctx.core is not None else None
         async with ctx.db.pool.acquire() as conn, conn.transaction():
             outcome = ReloadOutcome(
                 here=result is not None,
@@ -238,5 +238,7 @@ class InventoryController(Controller):
             await record_audit(
                 conn, actor_of(request), "reload", "inventory", None, None, outcome, sites=None
             )
-            await publish_control(conn, "inventory_reload", origin=ORIGIN)
+            # The core that reloaded already skips its own broadcast.
+            origin = result.origin if result is not None else ORIGIN
+            await publish_control(conn, "inventory_reload", origin=origin)
         return outcome

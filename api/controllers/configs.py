@@ -98,25 +98,20 @@ class DeviceConfigController(Controller):
         self, ctx: Ctx, request: Request[Principal, Any, Any], device_id: Id
     ) -> BackupOutcome:
         """Runs the device's configuration tasks (`netconf_config`, `cli_config`) out of
-        schedule. A poller in this process does it before answering; pollers in other
-        processes are asked through the database (`netmon_control`) and do it on their own.
-        A device whose poller here has no configuration task: 409."""
+        schedule. The poller of this netmon (`netmon run`) does it before answering;
+        pollers in other processes are asked through the database (`netmon_control`) and
+        do it on their own. A device whose poller here has no configuration task: 409."""
         async with ctx.db.pool.acquire() as conn:
             row = await conn.fetchrow("SELECT name, site FROM devices WHERE id = $1", device_id)
         if row is None:
             raise NotFoundException(f"device {device_id} not found")
         check_site(request.user, row["site"], f"device {device_id}")
         name: str = row["name"]
-        poller = ctx.runtime.poller
-        here = poller is not None and poller.polls(name)
-        ok, error = True, None
-        if here:
-            assert poller is not None
-            try:
-                result = await poller.backup_configs(name)
-            except LookupError as exc:
-                raise Conflict(str(exc)) from exc
-            ok, error = result.error is None, str(result.error) if result.error else None
+        reply = await ctx.core.backup(name) if ctx.core is not None else None
+        here = reply is not None and reply.here
+        if reply is not None and reply.refused is not None:
+            raise Conflict(reply.refused)
+        ok, error = (reply.ok, reply.error) if reply is not None and here else (True, None)
         async with ctx.db.pool.acquire() as conn, conn.transaction():
             versions = [summary_of(v) for v in await store.latest_versions(conn, device_id)]
             outcome = BackupOutcome(

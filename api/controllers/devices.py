@@ -35,6 +35,7 @@ from netmon.api.schemas.devices import (
     interfaces_from_rows,
     summary_from_row,
 )
+from netmon.core_control import LocalCore
 from netmon.store import devices as store
 from netmon.store.audit import audit_sites, record_audit
 from netmon.store.notify import publish_control
@@ -227,7 +228,7 @@ class DeviceController(Controller):
             )
             # Writers in other processes drop their series ids on commit; this one now.
             await publish_control(conn, "series_forget", device=row["name"])
-        if ctx.runtime.writer is not None:
-            ctx.runtime.writer.series.clear()
+        if isinstance(ctx.core, LocalCore) and ctx.core.writer is not None:
+            ctx.core.writer.series.clear()  # a writer in this process: now, not at NOTIFY
         if ctx.hub is not None:
             ctx.hub.forget_series()

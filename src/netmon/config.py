@@ -205,6 +205,13 @@ class ApiSettings(_Section):
         description="Processes of `netmon api`, sharing the port (SO_REUSEPORT).",
     )
     enabled: bool = Field(default=True, description="Serve the API inside `netmon run`.")
+    nice: int = Field(
+        default=10,
+        ge=0,
+        le=19,
+        description="CPU niceness of the API processes `netmon run` starts: under load the "
+        "kernel serves the poller first (0: the same priority).",
+    )
     cors_origins: list[str] = Field(
         default_factory=list,
         description="Origins allowed by CORS (e.g. https://noc.example.net); none by default.",

@@ -1,8 +1,12 @@
-"""``netmon run``: everything in one process for one machine.
+"""``netmon run``: everything netmon does, on one machine.
 
-That is the database (embedded or by URL), the schema, the write path with its spool,
-the maintenance timer, the poller, the API (``api.enabled``) and, with ``lab.enabled``, the
-built-in lab of simulated devices. ``netmon poller`` is the same without the API.
+This process (the core) holds the database (embedded or by URL), the schema, the write
+path with its spool, the maintenance timer, alerting, the poller and, with
+``lab.enabled``, the built-in lab of simulated devices. The API (``api.enabled``) runs as
+``api.workers`` processes of its own that this one starts, watches and stops
+(``netmon.api.processes``): API load cannot starve polling. They ask the core what only it
+knows (an inventory reload, a backup now, its figures) over a control socket in the data
+directory (``netmon.core_control``). ``netmon poller`` is the core without the API.
 """
 
 from __future__ import annotations
@@ -13,7 +17,9 @@ import signal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from netmon import control_socket
 from netmon.config import Settings
+from netmon.core_control import LocalCore, core_socket
 from netmon.errors import DatabaseUnavailableError
 from netmon.logs import get_logger
 from netmon.store.batcher import Batcher
@@ -34,8 +40,9 @@ log = get_logger(__name__)
 
 
 class Service:
-    def __init__(self, settings: Settings, *, api: bool = True) -> None:
+    def __init__(self, settings: Settings, *, api: bool = True, config: Path | None = None) -> None:
         self.settings = settings
+        self.config = config  # the file the settings came from: the API processes read it too
         self.api = api and settings.api.enabled
         self.db = Database(settings.database, settings.data_dir)
         self.writer: SampleWriter | None = None
@@ -43,7 +50,9 @@ class Service:
         self.poller: PollerService | None = None
         self.lab: Lab | None = None
         self.alerts: AlertService | None = None
-        self.api_server: Any = None  # netmon.api.server.ApiServer (imported only when used)
+        self.api_processes: Any = None  # netmon.api.processes.ApiProcesses, when used
+        self.core: LocalCore | None = None
+        self._control: asyncio.Server | None = None
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -80,14 +89,21 @@ class Service:
         self.batcher.observe = self.alerts.observe
 
     async def _start_api(self) -> None:
-        from netmon.api.context import ApiContext, Runtime
-        from netmon.api.server import ApiServer
+        from netmon.api.processes import ApiProcesses
 
-        runtime = Runtime(
-            writer=self.writer, batcher=self.batcher, poller=self.poller, alerts=self.alerts
+        self.core = LocalCore(
+            poller=self.poller,
+            writer=self.writer,
+            batcher=self.batcher,
+            alerts=self.alerts,
+            reload=self.alerts.reload_devices if self.alerts is not None else None,
         )
-        self.api_server = ApiServer(ApiContext(self.settings, self.db, runtime))
-        await self.api_server.start()
+        path = core_socket(self.settings.data_dir)
+        self._control = await control_socket.serve(path, self.core.handle, what="netmon")
+        self.api_processes = ApiProcesses(
+            self.settings, database_url=self.db.url, core_socket=path, config=self.config
+        )
+        await self.api_processes.start()
 
     def _on_control(self, control: Control) -> None:
         from netmon.store.notify import ORIGIN
@@ -143,7 +159,7 @@ class Service:
         await self.lab.serve_control(self.settings.data_dir / "lab.sock")
         folder = self.settings.data_dir / "lab" / "inventory"
         folder.mkdir(parents=True, exist_ok=True)
-        write_inventory(self.lab, folder)
+        write_inventory(self.lab, folder, self.settings.poller.interval)
         log.info("lab started", devices=lab.devices, inventory=str(folder))
         return folder
 
@@ -223,8 +239,10 @@ class Service:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        if self.api_server is not None:
-            await self.api_server.stop()
+        if self.api_processes is not None:
+            await self.api_processes.stop()
+        if self._control is not None:
+            self._control.close()
         if self.poller is not None:
             await self.poller.stop()
         if self.batcher is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -48,9 +50,10 @@ def api(
 
       NETMON_DATABASE__URL=postgresql://db/netmon netmon api --workers 4
     """
-    import os
+    from pathlib import Path
 
     from netmon.api.server import REUSE_PORT_ENV, ApiServer, serve_workers
+    from netmon.core_control import CORE_SOCKET_ENV, RemoteCore
 
     loaded = settings()
     update = {
@@ -72,7 +75,6 @@ def api(
         raise typer.Exit(serve_workers(loaded, config))
 
     async def serve() -> None:
-        import asyncio
         import signal
 
         from netmon.api.context import ApiContext
@@ -81,12 +83,18 @@ def api(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        ctx = ApiContext(settings=loaded, db=Database(loaded.database, loaded.data_dir))
+        # Started by `netmon run`: its core (poller, writer, alerting) answers here.
+        core_path = os.environ.get(CORE_SOCKET_ENV)
+        core = RemoteCore(Path(core_path)) if core_path else None
+        ctx = ApiContext(settings=loaded, db=Database(loaded.database, loaded.data_dir), core=core)
         server = ApiServer(ctx, manage_db=True, reuse_port=worker_of_supervisor)
         await server.start()
+        orphaned = asyncio.create_task(_until_orphaned(stop)) if worker_of_supervisor else None
         try:
             await stop.wait()
         finally:
+            if orphaned is not None:
+                orphaned.cancel()
             await server.stop()
 
     # An API-only process: uvloop's event loop (asyncpg and uvicorn are built for it).
@@ -95,6 +103,16 @@ def api(
 
     uvloop.install()
     run_async(serve())
+
+
+async def _until_orphaned(stop: asyncio.Event) -> None:
+    """A worker whose supervisor is gone (killed, not stopped) stops too, rather than hold
+    the port: its parent is then no longer the one that started it."""
+    parent = os.getppid()
+    while not stop.is_set():
+        await asyncio.sleep(1.0)
+        if os.getppid() != parent:
+            stop.set()
 
 
 def _expiry(text: str | None) -> datetime | None:
@@ -228,6 +246,7 @@ def revoke(
 ) -> None:
     """Revoke a token; it stops working within api.token_cache (5 s), and its open live
     feeds are closed within the same time."""
+    from netmon.store.notify import publish_control
     from netmon.store.tokens import get_token, revoke_token
 
     loaded = settings()
@@ -254,6 +273,7 @@ def revoke(
                 _public(row),
                 sites=audit_sites(row.sites),
             )
+            await publish_control(conn, "token_revoked", id=token_id)  # feeds close at once
             return "revoked"
 
     outcome = run_async(go())

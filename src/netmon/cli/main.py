@@ -167,7 +167,7 @@ def run(lab: LabOption = None, lab_devices: LabDevicesOption = None) -> None:
     """
     from netmon.service import Service
 
-    run_async(Service(_with_lab(lab, lab_devices)).run_until_stopped())
+    run_async(Service(_with_lab(lab, lab_devices), config=state.config).run_until_stopped())
 
 
 @app.command()

@@ -11,28 +11,24 @@ Requests and what they do::
     {"command": "garbage", "device": "lab-0003", "on": false}
     {"command": "config-change", "device": "lab-0002", "note": "new uplink"}  # note optional
 
-Each gets one line back: ``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``. The
-socket is created mode 0600: whoever may use it may break the lab's devices.
+Each gets one line back: ``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``
+(``netmon.control_socket``). The socket is created mode 0600: whoever may use it may break
+the lab's devices.
 """
 
 from __future__ import annotations
 
 import asyncio
-import errno
-import functools
-import json
-import os
-import socket
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from netmon import control_socket
 
 if TYPE_CHECKING:
     from netmon.lab.lab import Lab
 
 __all__ = ["execute", "send_command", "serve_control"]
-
-_MAX_LINE = 64 * 1024
 
 
 def execute(lab: Lab, request: Mapping[str, Any]) -> dict[str, Any]:
@@ -107,62 +103,14 @@ def _status(lab: Lab) -> dict[str, Any]:
 
 
 async def serve_control(lab: Lab, path: Path) -> asyncio.Server:
-    """Listen on ``path``; a stale socket file left by a killed lab is replaced."""
-    # Local filesystem calls on a short path: not worth a thread.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.is_socket():  # noqa: ASYNC240
-        if _listening(path):
-            raise OSError(errno.EADDRINUSE, f"{path}: another lab is already listening there")
-        path.unlink()  # noqa: ASYNC240
-    server = await asyncio.start_unix_server(
-        functools.partial(_serve_client, lab), path=str(path), limit=_MAX_LINE
-    )
-    os.chmod(path, 0o600)
-    return server
+    """Listen on ``path`` (``netmon.control_socket``) until the server is closed."""
 
+    async def handle(request: dict[str, Any]) -> dict[str, Any]:
+        return execute(lab, request)
 
-def _listening(path: Path) -> bool:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        try:
-            probe.connect(str(path))
-        except OSError:
-            return False
-        return True
-
-
-async def _serve_client(
-    lab: Lab, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-) -> None:
-    try:
-        while line := await reader.readline():
-            try:
-                request = json.loads(line)
-                if not isinstance(request, dict):
-                    raise ValueError("expected one JSON object per line")
-                reply = execute(lab, request)
-            except ValueError as exc:  # json.JSONDecodeError is a ValueError too
-                reply = {"ok": False, "error": str(exc)}
-            writer.write(json.dumps(reply).encode() + b"\n")
-            await writer.drain()
-    except (ConnectionError, ValueError):  # ValueError: a line longer than _MAX_LINE
-        pass
-    finally:
-        writer.close()
+    return await control_socket.serve(path, handle, what="lab")
 
 
 def send_command(path: Path, request: Mapping[str, Any], timeout: float = 5.0) -> dict[str, Any]:
     """Send one request to the lab listening on ``path`` and return its reply (blocking)."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
-        conn.settimeout(timeout)
-        conn.connect(str(path))
-        conn.sendall(json.dumps(request).encode() + b"\n")
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = conn.recv(65536)
-            if not chunk:
-                raise ConnectionError(f"{path}: the lab closed the connection without a reply")
-            data += chunk
-    reply = json.loads(data)
-    if not isinstance(reply, dict):
-        raise ValueError(f"{path}: unexpected reply {reply!r}")
-    return reply
+    return control_socket.request(path, request, timeout)

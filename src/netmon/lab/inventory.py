@@ -13,10 +13,12 @@ backup, with the protocol's login settings (the lab's host key pinned).
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
 
 import yaml
 
+from netmon.durations import format_duration
 from netmon.lab.device import device_role
 from netmon.lab.lab import AUTH_KEY_ENV, PRIV_KEY_ENV, SSH_PASSWORD_ENV, Lab, LabParams
 
@@ -28,8 +30,11 @@ _HEADER = (
 )
 
 
-def write_inventory(lab: Lab | LabParams, directory: Path) -> list[Path]:
-    """Write hosts.yaml, groups.yaml and defaults.yaml into ``directory``; return them."""
+def write_inventory(
+    lab: Lab | LabParams, directory: Path, interval: timedelta = timedelta(seconds=60)
+) -> list[Path]:
+    """Write hosts.yaml, groups.yaml and defaults.yaml into ``directory``; return them.
+    The lab's devices are polled every ``interval`` (the group's ``poll_interval``)."""
     params = lab.params if isinstance(lab, Lab) else lab
     names = params.names()
     if isinstance(lab, Lab):
@@ -62,7 +67,7 @@ def write_inventory(lab: Lab | LabParams, directory: Path) -> list[Path]:
         header + "lab:\n"
         "  data:\n"
         "    site: lab\n"
-        "    poll_interval: 60s\n"
+        f"    poll_interval: {format_duration(interval)}\n"
         "    tasks: [system, interfaces, resources]\n"
     )
     if params.ssh:

@@ -66,7 +66,13 @@ class PollerStats:
     last_errors: deque[tuple[str, str, str]] = field(default_factory=lambda: deque(maxlen=20))
     errors_by_class: Counter[str] = field(default_factory=Counter)
     poll_seconds: Histogram = field(default_factory=lambda: Histogram(POLL_SECONDS_BUCKETS))
+    # From a poll's slot (its due time plus jitter) to its tasks starting: milliseconds
+    # unless the process is starved (CPU, a blocked event loop) or max_in_flight is full.
+    start_lag: Histogram = field(default_factory=lambda: Histogram(POLL_SECONDS_BUCKETS))
+    late: int = 0  # polls started more than LATE_AFTER after their slot
 
+
+LATE_AFTER = 2.0  # seconds
 
 # The tasks that read a device's configuration: what an on-demand backup runs.
 CONFIG_TASKS = ("netconf_config", "cli_config")
@@ -206,13 +212,13 @@ class Poller:
             while self._queue and self._queue[0][0] <= now:
                 _due, _seq, slot = heapq.heappop(self._queue)
                 if not slot.removed:
-                    self._due(slot, now)
+                    self._due(slot, _due, now)
             self._wake.clear()
             timeout = self._queue[0][0] - now if self._queue else None
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
 
-    def _due(self, slot: _Slot, now: float) -> None:
+    def _due(self, slot: _Slot, due: float, now: float) -> None:
         interval = slot.plan.interval.total_seconds()
         self._push(now + interval, slot)
         if slot.busy:
@@ -220,7 +226,9 @@ class Poller:
             return
         slot.busy = True
         jitter = random.uniform(0, self.settings.jitter.total_seconds())  # noqa: S311
-        task = asyncio.create_task(self._poll(slot, jitter), name=f"poll-{slot.plan.name}")
+        task = asyncio.create_task(
+            self._poll(slot, jitter, due + jitter), name=f"poll-{slot.plan.name}"
+        )
         self._polls.add(task)
         task.add_done_callback(self._polls.discard)
 
@@ -229,13 +237,14 @@ class Poller:
         log.debug("poll overrun: previous poll still running; skipped", device=slot.plan.name)
         self.health.record(PollOutcome(slot.plan.name, datetime.now(UTC), 0.0, overrun=True))
 
-    async def _poll(self, slot: _Slot, jitter: float) -> None:
+    async def _poll(self, slot: _Slot, jitter: float, planned: float) -> None:
         try:
             if jitter:
                 await asyncio.sleep(jitter)
             async with self._slots_free:
                 if self._stopping:
                     return
+                self._started(planned)
                 loop = asyncio.get_running_loop()
                 result = await loop.run_in_executor(self._pool, run_poll, self.nornir, slot.plan)
             await self._ingest(result)
@@ -243,6 +252,12 @@ class Poller:
             log.exception("poll failed unexpectedly", device=slot.plan.name)
         finally:
             slot.busy = False
+
+    def _started(self, planned: float) -> None:
+        lag = max(0.0, self._clock() - planned)
+        self.stats.start_lag.observe(lag)
+        if lag > LATE_AFTER:
+            self.stats.late += 1
 
     async def _ingest(self, result: PollResult) -> None:
         self.stats.polls += 1

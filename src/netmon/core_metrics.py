@@ -1,0 +1,309 @@
+"""The core's own figures for Prometheus: the poller, the writer and its spool, the
+batcher and alerting of this process, read at scrape time.
+
+They are rendered in the core's process (``core_exposition``) and handed to the API's
+``/metrics`` (``netmon.api.prometheus``), over the control socket when the API runs in a
+process of its own. ``netmon_core_process_*`` are the core process's CPU, memory and files
+(the API's own are ``process_*``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from prometheus_client import ProcessCollector
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.exposition import generate_latest
+from prometheus_client.registry import CollectorRegistry
+
+from netmon.histogram import Histogram
+
+if TYPE_CHECKING:
+    from netmon.core_control import LocalCore
+
+__all__ = ["CoreCollector", "core_exposition"]
+
+
+def _le(hist: Histogram) -> list[tuple[str, float]]:
+    return [("+Inf" if math.isinf(b) else repr(b), n) for b, n in hist.cumulative()]
+
+
+class CoreCollector:
+    """Parts that do not run in this process are left out, not exported as zeros that
+    would read as "nothing happens"."""
+
+    def __init__(self, core: LocalCore) -> None:
+        self.core = core
+
+    def collect(self) -> Iterable[Metric]:
+        yield from self._poller()
+        yield from self._writer()
+        yield from self._alerts()
+
+    def _poller(self) -> Iterable[Metric]:
+        service = self.core.poller
+        poller = service.poller if service is not None else None
+        if service is None or poller is None:
+            return
+        s = poller.stats
+        polls = CounterMetricFamily(
+            "netmon_polls",
+            "Polls finished, by outcome. A poll is all of one device's tasks; it fails at its "
+            "first failed task. Failing share: "
+            'rate(netmon_polls_total{outcome="failure"}[5m]) / rate(netmon_polls_total[5m]).',
+            labels=["outcome"],
+        )
+        polls.add_metric(["success"], s.polls - s.failed)
+        polls.add_metric(["failure"], s.failed)
+        yield polls
+        errors = CounterMetricFamily(
+            "netmon_poll_errors",
+            "Failed polls by error class, as poll health records it: timeout (no answer), "
+            "unknown_user, wrong_digest, decryption (SNMPv3 credentials), no_such, "
+            "end_of_mib, agent_error, malformed (the agent), task (a task's own failure); "
+            "netconf_* (NETCONF: timeout, auth, host_key, rpc_error, malformed, unsafe_xml, "
+            "...) and cli_* (SSH CLI: timeout, auth, command, parse).",
+            labels=["class"],
+        )
+        for error_class, n in sorted(s.errors_by_class.items()):
+            errors.add_metric([error_class], n)
+        yield errors
+        yield CounterMetricFamily(
+            "netmon_poll_overruns",
+            "Polls skipped because the device's previous poll was still running when the "
+            "next fell due (never queued behind it). Steady growth: lengthen the interval "
+            "or raise poller.max_in_flight.",
+            value=s.overruns,
+        )
+        yield HistogramMetricFamily(
+            "netmon_poll_duration_seconds",
+            "Time one poll took, all of a device's tasks in order. Polls near a multiple "
+            "of the SNMP timeout are devices that did not answer.",
+            buckets=_le(s.poll_seconds),
+            sum_value=s.poll_seconds.sum,
+        )
+        yield HistogramMetricFamily(
+            "netmon_poll_start_lag_seconds",
+            "From a poll's slot in the schedule (its due time plus jitter) to its tasks "
+            "starting. Milliseconds, unless the poller is starved of CPU, its event loop "
+            "is blocked, or poller.max_in_flight polls are running already.",
+            buckets=_le(s.start_lag),
+            sum_value=s.start_lag.sum,
+        )
+        yield CounterMetricFamily(
+            "netmon_polls_late",
+            "Polls that started more than 2 s after their slot in the schedule.",
+            value=s.late,
+        )
+        yield CounterMetricFamily(
+            "netmon_poll_samples",
+            "Samples the polls handed to the writer, derived rates included.",
+            value=s.samples,
+        )
+        states = {"reachable": 0, "unreachable": 0, "unknown": 0}
+        for name in poller.device_names:
+            up = service.health.is_reachable(name)
+            states["unknown" if up is None else "reachable" if up else "unreachable"] += 1
+        devices = GaugeMetricFamily(
+            "netmon_poller_devices",
+            "Devices the poller schedules, by the outcome of their last poll (unknown: "
+            "not polled yet).",
+            labels=["reachability"],
+        )
+        for state, n in states.items():
+            devices.add_metric([state], n)
+        yield devices
+        yield GaugeMetricFamily(
+            "netmon_polls_in_flight",
+            "Polls running or waiting for a slot now (at most poller.max_in_flight run).",
+            value=poller.in_flight,
+        )
+        c = service.configs.stats
+        backups = CounterMetricFamily(
+            "netmon_config_backups",
+            "Configurations read by the config tasks, by what became of them: stored (a new "
+            "version), unchanged (equal to the newest), superseded (a newer read came "
+            "before the database took it).",
+            labels=["outcome"],
+        )
+        backups.add_metric(["stored"], c.stored)
+        backups.add_metric(["unchanged"], c.unchanged)
+        backups.add_metric(["superseded"], c.superseded)
+        yield backups
+        yield CounterMetricFamily(
+            "netmon_config_changes",
+            "Configuration versions that changed from the one before (a device.config_changed "
+            "event each).",
+            value=c.changed,
+        )
+        yield GaugeMetricFamily(
+            "netmon_config_backups_pending",
+            "Configurations read and waiting for the database.",
+            value=service.configs.pending,
+        )
+
+    def _writer(self) -> Iterable[Metric]:
+        writer = self.core.writer
+        if writer is not None:
+            s = writer.stats
+            for name, value, doc in (
+                ("stored", s.stored, "Samples newly stored in PostgreSQL, replays included."),
+                (
+                    "duplicate",
+                    s.duplicates,
+                    "Samples PostgreSQL already held (same series and time), e.g. a "
+                    "spool replayed twice; harmless, the write is idempotent.",
+                ),
+                (
+                    "spooled",
+                    s.spooled,
+                    "Samples written to the on-disk spool because the database was "
+                    "unreachable or the spool was not empty yet.",
+                ),
+                ("replayed", s.replayed, "Samples replayed from the spool into PostgreSQL."),
+                (
+                    "dropped",
+                    s.dropped,
+                    "Samples lost because the spool was full (writer.spool_max_bytes). "
+                    "Anything above 0 is data gone: alert on increase().",
+                ),
+                (
+                    "expired",
+                    s.expired,
+                    "Spooled samples let go at replay because they had aged past "
+                    "storage.raw_retention while they waited.",
+                ),
+            ):
+                yield CounterMetricFamily(f"netmon_writer_samples_{name}", doc, value=value)
+            yield CounterMetricFamily(
+                "netmon_writer_records_rejected",
+                "Samples and events refused before storage: time outside retention or too "
+                "far ahead (device clock), value out of range, unknown kind or severity.",
+                value=s.rejected,
+            )
+            yield CounterMetricFamily(
+                "netmon_writer_notifications",
+                "NOTIFY payloads sent to the live feeds (writer.publish) for committed "
+                "samples and events.",
+                value=s.notifications,
+            )
+            yield CounterMetricFamily(
+                "netmon_writer_publish_errors",
+                "Live-feed publishes that failed after their rows were committed: the rows "
+                "are stored, feed clients missed them (and were not told).",
+                value=s.publish_errors,
+            )
+            yield CounterMetricFamily(
+                "netmon_writer_series_cache_drops",
+                "Times the writer dropped its series id cache: a device was deleted in some "
+                "process, or its control listener reconnected.",
+                value=s.series_forgets,
+            )
+            yield CounterMetricFamily(
+                "netmon_writer_batches",
+                "Batches written into PostgreSQL (one COPY each, split over "
+                "writer.connections streams when large).",
+                value=s.batches,
+            )
+            yield HistogramMetricFamily(
+                "netmon_writer_batch_duration_seconds",
+                "Time to write one batch into PostgreSQL: series look-up, COPY, duplicates "
+                "and missing partitions handled. Batches that went to the spool instead are "
+                "not in it.",
+                buckets=_le(s.write_latency),
+                sum_value=s.write_latency.sum,
+            )
+            yield GaugeMetricFamily(
+                "netmon_database_up",
+                "1 while the writer reaches PostgreSQL; 0 while it spools to disk and waits "
+                "for the database to come back.",
+                value=1 if writer.database_up else 0,
+            )
+            spool = writer.spool
+            yield GaugeMetricFamily(
+                "netmon_spool_bytes",
+                "Bytes in the on-disk spool, waiting for replay. Compare with "
+                "netmon_spool_max_bytes: at the limit, new batches are dropped.",
+                value=spool.bytes_used,
+            )
+            yield GaugeMetricFamily(
+                "netmon_spool_max_bytes",
+                "The spool's size limit (writer.spool_max_bytes).",
+                value=spool.max_bytes,
+            )
+            yield GaugeMetricFamily(
+                "netmon_spool_files",
+                "Batches (one file each) in the on-disk spool.",
+                value=len(spool),
+            )
+            yield CounterMetricFamily(
+                "netmon_spool_corrupt_files",
+                "Spool files that could not be read back and were moved to corrupt/ "
+                "(their samples are not replayed; the files are kept for inspection).",
+                value=spool.corrupt,
+            )
+        batcher = self.core.batcher
+        if batcher is not None:
+            yield GaugeMetricFamily(
+                "netmon_batcher_queued_samples",
+                "Samples submitted by polls and waiting for the next batch (flushed at "
+                "writer.batch_size samples or after writer.flush_interval).",
+                value=batcher.queued,
+            )
+
+    def _alerts(self) -> Iterable[Metric]:
+        alerts = self.core.alerts
+        if alerts is None:
+            return
+        e, r, d = alerts.engine.stats, alerts.recorder.stats, alerts.deliverer.stats
+        for name, value, doc in (
+            ("samples_evaluated", e.samples, "Samples the alert engine looked at."),
+            ("evaluations", e.evaluations, "(sample, rule) pairs evaluated."),
+            ("transitions_committed", r.committed, "Alert changes committed to the database."),
+            (
+                "transitions_lost",
+                r.failed + r.dropped,
+                "Alert changes given up: refused by the database, or past the queue's bound "
+                "during a long outage. Anything above 0 deserves a look at the logs.",
+            ),
+            ("messages_queued", r.queued_messages, "Webhook messages written to the outbox."),
+            ("webhook_delivered", d.delivered, "Webhook messages delivered (2xx)."),
+            ("webhook_attempts", d.attempts, "Webhook delivery attempts."),
+            ("webhook_failures", d.failures, "Webhook attempts that failed (retried or not)."),
+            (
+                "webhook_dead",
+                d.dead,
+                "Webhook messages dead-lettered (refused, or retried past "
+                "alerts.webhooks.retry_for); redeliver through the API.",
+            ),
+            ("webhook_disabled", d.disabled, "Webhooks disabled by a 410 Gone answer."),
+        ):
+            yield CounterMetricFamily(f"netmon_alerts_{name}", doc, value=value)
+        yield GaugeMetricFamily(
+            "netmon_alerts_rules", "Alert rules loaded.", value=len(alerts.engine.rules)
+        )
+        yield GaugeMetricFamily(
+            "netmon_alerts_pending_transitions",
+            "Alert changes waiting to be committed (grows while the database is away).",
+            value=alerts.recorder.pending,
+        )
+        yield HistogramMetricFamily(
+            "netmon_alerts_commit_seconds",
+            "From a rule's verdict in the ingest stream to the alert change committed.",
+            buckets=_le(r.latency),
+            sum_value=r.latency.sum,
+        )
+
+
+def core_exposition(core: LocalCore) -> bytes:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(CoreCollector(core))
+    ProcessCollector(namespace="netmon_core", registry=registry)
+    return generate_latest(registry)
