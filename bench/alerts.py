@@ -26,7 +26,7 @@ and an interface regex, thresholds a few series cross) over 2,000 series of 100 
   as the batcher does (fresh timestamps per section, sections alternate);
 * figures.engine_samples_per_s: ``observe`` alone, no database.
 
-Targets (issue 5): ws_p99_ms <= 50, webhook_p99_ms <= 200, ratio.eval_samples_per_s >= 0.8
+Targets: ws_p99_ms <= 50, webhook_p99_ms <= 200, ratio.eval_samples_per_s >= 0.8
 (evaluation costs at most 20 % of ingest throughput). The database is netmon_bench_<random>,
 dropped at the end. Progress on stderr; the last stdout line is the JSON result.
 """

@@ -34,7 +34,7 @@ Baseline, same run, served as ``netmon api`` serves (uvicorn with the options of
 ``netmon.api.server._config``, uvloop, one process per worker on one SO_REUSEPORT port),
 same wrk settings and paths: a bare Litestar app whose handlers return a precomputed JSON
 body of the size the real endpoint answered (no auth, no database). ``baseline.rps`` is the
-device-detail-sized one (the issue's "bare handler"); ``baseline.rps_<endpoint>`` and
+device-detail-sized one (the "bare handler" of the targets); ``baseline.rps_<endpoint>`` and
 ``p99_ms_<endpoint>`` give the ratios.
 
 Live feed, at the first worker count: N subscribers (one per device; 1,000) on
@@ -103,7 +103,7 @@ LIVE_METRIC = ("hrProcessorLoad", {"cpu": "1"})
 ENDPOINTS = ("device", "last", "range")
 SUBSCRIBER_PROCESSES = 2
 
-# Targets of issue 4 (on this 2-core machine), checked on the headline (1-worker) figures.
+# The API's targets (on this 2-core machine), checked on the headline (1-worker) figures.
 TARGET_RPS = 2_000
 TARGET_P99_MS = 50.0
 TARGET_WS_P99_MS = 100.0
@@ -1030,7 +1030,7 @@ async def probe_feed(base: str, token: str) -> str | None:
 
 
 def targets(figures: dict[str, float]) -> dict[str, Any]:
-    """Issue 4's targets, on the headline (1-worker) figures."""
+    """The API's targets, on the headline (1-worker) figures."""
     out: dict[str, Any] = {}
     for endpoint in ENDPOINTS:
         rps, p99 = figures.get(f"rps_{endpoint}"), figures.get(f"p99_ms_{endpoint}")
