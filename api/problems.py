@@ -3,10 +3,16 @@
 ``{"type", "title", "status", "detail", "instance"}``, plus ``errors`` (which field, and
 why) when input failed validation. Routes declare the problems they can answer with
 ``responses(...)``, so the OpenAPI document tells clients the truth about errors too.
+
+Below the app the same shape is written as bytes (``problem_json``): by the HTTP server
+layer (api/http_limits.py: limits, malformed requests, uvicorn's own 500, WebSocket
+handshake refusals), and by :class:`PlainErrorsAsProblems` for the one plain-text error
+Litestar writes outside the app's exception handlers.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import Any
 
@@ -22,9 +28,11 @@ __all__ = [
     "PROBLEM_JSON",
     "Conflict",
     "FieldError",
+    "PlainErrorsAsProblems",
     "Problem",
     "handle_exception",
     "problem",
+    "problem_json",
     "responses",
 ]
 
@@ -96,6 +104,17 @@ def problem(
     return Response(body, status_code=status, media_type=PROBLEM_JSON)
 
 
+def problem_json(status: int, detail: str | None, instance: str | None = None) -> bytes:
+    """The problem document as bytes, for answers written below the app."""
+    try:
+        title = HTTPStatus(status).phrase
+    except ValueError:  # a status Python does not name
+        title = "Client Error" if status < 500 else "Server Error"
+    return msgspec.json.encode(
+        Problem(type="about:blank", title=title, status=status, detail=detail, instance=instance)
+    )
+
+
 def _field_errors(extra: Any) -> list[FieldError] | None:
     if not isinstance(extra, list):
         return None
@@ -146,3 +165,76 @@ def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Respons
         return response
     log.exception("request failed", path=path, method=request.method)
     return problem(500, "internal error; see the netmon log", path)
+
+
+_PLAIN_DETAIL_MAX = 500  # characters of a plain-text error body kept as the detail
+_Send = Callable[[dict[str, Any]], Awaitable[None]]
+_Receive = Callable[[], Awaitable[dict[str, Any]]]
+
+
+def _is_plain(headers: Any) -> bool:
+    """No content type, or a text one: not a document of ours (the app's own JSON
+    answers, such as the readiness report's 503, are left alone)."""
+    for name, value in headers:
+        if name.lower() == b"content-type":
+            return bool(value.lower().startswith(b"text/"))
+    return True
+
+
+class PlainErrorsAsProblems:
+    """ASGI wrapper: a 4xx/5xx that leaves the app as plain text is rewritten as a problem,
+    its text kept as the detail and its other headers as they were. Only OPTIONS requests
+    are looked at, so that the others pay one check: the one such answer is Litestar's
+    refusal of a CORS preflight from an origin not allowed ("Disallowed CORS Origin"),
+    which its CORS middleware writes outside the app's exception handlers (api/server.py
+    wraps the app when CORS is on)."""
+
+    __slots__ = ("app",)
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: _Receive, send: _Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "OPTIONS":
+            await self.app(scope, receive, send)
+            return
+        held: dict[str, Any] | None = None  # the start of a plain error, until its body came
+        text = bytearray()
+
+        async def send_problems(message: dict[str, Any]) -> None:
+            nonlocal held
+            if held is None:
+                if (
+                    message["type"] == "http.response.start"
+                    and message["status"] >= 400
+                    and _is_plain(message.get("headers", ()))
+                ):
+                    held = message
+                    return
+                await send(message)
+                return
+            if len(text) < _PLAIN_DETAIL_MAX:
+                text.extend(message.get("body", b"")[:_PLAIN_DETAIL_MAX])
+            if not message.get("more_body", False):
+                detail = text.decode("utf-8", "replace").strip()[:_PLAIN_DETAIL_MAX]
+                await _send_problem(send, held, detail or None, scope.get("path"))
+
+        await self.app(scope, receive, send_problems)
+
+
+async def _send_problem(
+    send: _Send, start: dict[str, Any], detail: str | None, path: str | None
+) -> None:
+    status = start["status"]
+    body = problem_json(status, detail, path)
+    headers = [
+        (name, value)
+        for name, value in start.get("headers", ())
+        if name.lower() not in (b"content-type", b"content-length")
+    ]
+    headers += [
+        (b"content-type", PROBLEM_JSON.encode()),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})

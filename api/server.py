@@ -21,11 +21,14 @@ import sys
 import time
 from collections.abc import Iterator
 from types import FrameType
+from typing import cast
 
 import uvicorn
 
 from netmon.api.app import create_app
 from netmon.api.context import ApiContext
+from netmon.api.http_limits import HttpGuard, HttpLimits
+from netmon.api.problems import PlainErrorsAsProblems
 from netmon.config import CONFIG_ENV, Settings
 from netmon.logs import get_logger
 
@@ -38,7 +41,13 @@ _RESTART_DELAY = 1.0
 _FAST_FAILS = 5  # workers dying this often within a minute stop the supervisor
 
 
-def _config(app: object, settings: Settings) -> uvicorn.Config:
+def _config(app: object, settings: Settings, guard: HttpGuard | None = None) -> uvicorn.Config:
+    """uvicorn's options, with HTTP and WebSocket protocols held to ``guard``'s limits (one
+    made from the settings if none is given)."""
+    if guard is None:
+        guard = HttpGuard(HttpLimits.from_settings(settings.api))
+    if settings.api.cors_origins:
+        app = PlainErrorsAsProblems(app)  # Litestar's CORS refusal is plain text
     return uvicorn.Config(
         app,  # type: ignore[arg-type]
         host=settings.api.host,
@@ -46,9 +55,12 @@ def _config(app: object, settings: Settings) -> uvicorn.Config:
         lifespan="on",
         log_config=None,  # netmon's structured logging, not uvicorn's
         access_log=False,
-        http="httptools",
-        ws="websockets-sansio",
+        # uvicorn calls `http` as a class with the protocol's arguments; a factory that
+        # refuses connections over the cap before one is made.
+        http=cast("type[asyncio.Protocol]", guard.http_protocol),
+        ws=guard.ws_protocol_class,
         ws_max_size=64 * 1024,  # clients send subscriptions, not data
+        timeout_keep_alive=guard.limits.keepalive_timeout,
         timeout_graceful_shutdown=5,
         server_header=False,
         backlog=2048,
@@ -89,7 +101,8 @@ class ApiServer:
         self.ctx = ctx
         self.app = create_app(ctx, manage_db=manage_db)
         self.reuse_port = reuse_port
-        self._server = _Server(_config(self.app, ctx.settings))
+        self.guard = HttpGuard(HttpLimits.from_settings(ctx.settings.api))
+        self._server = _Server(_config(self.app, ctx.settings, self.guard))
         self._task: asyncio.Task[None] | None = None
 
     @property

@@ -16,7 +16,15 @@ from urllib.parse import urlsplit
 
 import platformdirs
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from netmon.durations import Duration
@@ -251,6 +259,71 @@ class ApiSettings(_Section):
         description="How long a checked token is trusted before the database is asked again "
         "(a revoked token stops working within this time).",
     )
+    # Limits of the HTTP server, enforced before the app (and so before authentication):
+    # api/http_limits.py.
+    max_connections: int = Field(
+        default=10_000,
+        ge=16,
+        le=1_000_000,
+        description="Open connections (HTTP and WebSocket) per API process; one more is "
+        "answered 503 and closed at once. Never more than the process's open-file limit "
+        "less 256.",
+    )
+    max_connections_per_client: int = Field(
+        default=0,
+        ge=0,
+        le=1_000_000,
+        description="Open connections per client address per API process; one more is "
+        "answered 503 and closed. 0: no such cap (behind a reverse proxy every client has "
+        "the proxy's address).",
+    )
+    max_header_bytes: int = Field(
+        default=16 * 1024,
+        ge=1024,
+        le=1 << 20,
+        description="Request line and header fields together; a longer head is answered 431 "
+        "(414 while still in the URL) and the connection closed.",
+    )
+    max_headers: int = Field(
+        default=100, ge=8, le=10_000, description="Header fields per request; more: 431."
+    )
+    max_url_bytes: int = Field(
+        default=8 * 1024,
+        ge=256,
+        le=1 << 20,
+        description="Request target (path and query string); longer: 414. At most "
+        "max_header_bytes.",
+    )
+    header_timeout: Duration = Field(
+        default=timedelta(seconds=10),
+        ge=timedelta(milliseconds=100),
+        le=timedelta(minutes=10),
+        description="A client must have sent a whole request head this long after it "
+        "connected or after the previous response, else 408 and the connection is closed "
+        "(closed without an answer if nothing of a request came).",
+    )
+    keepalive_timeout: Duration = Field(
+        default=timedelta(seconds=5),
+        ge=timedelta(seconds=1),
+        le=timedelta(hours=1),
+        description="An idle connection between requests is closed after this long "
+        "(whole seconds).",
+    )
+    body_timeout: Duration = Field(
+        default=timedelta(seconds=30),
+        ge=timedelta(milliseconds=100),
+        le=timedelta(hours=1),
+        description="A request body must have arrived this long after its head, else 408 "
+        "and the connection is closed; time the app takes to read it does not count.",
+    )
+
+    @field_validator("max_url_bytes")
+    @classmethod
+    def _url_within_head(cls, value: int, info: ValidationInfo) -> int:
+        head = info.data.get("max_header_bytes")
+        if head is not None and value > head:
+            raise ValueError(f"must be at most max_header_bytes ({head})")
+        return value
 
     def resolved_pepper(self) -> bytes:
         if self.token_pepper is not None:
