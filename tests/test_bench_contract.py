@@ -35,6 +35,11 @@ REQUIRED = {
         "baseline": {"samples_per_s", "eval_samples_per_s"},
         "ratio": {"eval_samples_per_s"},
     },
+    "feeds": {
+        "figures": {"kb_per_client", "min_messages_200", "closed_200"},
+        "baseline": {"kb_per_client"},
+        "ratio": {"kb_per_client"},
+    },
     "ingest": {
         "figures": {"samples_per_s", "bytes_per_sample"},
         "baseline": {"samples_per_s"},
