@@ -1,6 +1,7 @@
-"""The clients of the live feeds: what one WebSocket subscribed to, its bounded queue, and
-the gap it is owed. The hub (``feeds.py``) offers each client its messages; the WebSocket
-handlers (``controllers/live.py``) read the queues and speak the protocol below.
+"""The clients of the live feeds: what one WebSocket subscribed to, its bounded queue, the
+gap it is owed, and the close it is owed. The hub (``feeds.py``) offers each client its
+messages; the WebSocket handlers (``controllers/live.py``) send what the queue holds and
+speak the protocol below.
 
 Protocol (``/ws/metrics``, ``/ws/events`` and ``/ws/alerts``; authenticate with
 ``Authorization: Bearer <token>`` or ``?access_token=<token>``, viewer role)::
@@ -36,19 +37,28 @@ Protocol (``/ws/metrics``, ``/ws/events`` and ``/ws/alerts``; authenticate with
   ``/api/v1/events``) from T to fill in; alert clients read ``/api/v1/alerts`` again.
 - A message the server cannot take gets ``{"type": "error", "detail": "..."}`` and the
   connection stays open. Too many subscriptions (``api.ws_max_subscriptions``) is such
-  an error. Too many clients in this process (``api.ws_max_clients``): an error, then the
-  connection is closed with code 1013 (try again later).
+  an error. Too many clients in this process (``api.ws_max_clients``) or of this token
+  (``api.ws_max_clients_per_token``): an error, then close code 1013 (try again later).
+- A feed lives as long as its token: revoked or expired, the connection is closed with
+  code 1008 (policy violation) and the reason ``token revoked`` or ``token expired``.
 - A token limited to sites never receives samples, events or alerts of devices elsewhere
   (nor of devices without a site).
 
 Delivery is best effort and at most once; samples are batched, up to 500 to a message.
 Spool replays after a database outage are not published (see ``store/writer.py``).
+
+Memory: a client is this object, its subscriptions and a queue of references to messages
+the hub encoded once for every client that wants them. Clients with the same sites and
+subscriptions share one :class:`Group`, and the hub matches series, events and alerts
+against groups, never client by client.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+from collections import deque
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal
@@ -70,12 +80,21 @@ __all__ = [
     "EventFilter",
     "FeedClient",
     "FeedKind",
+    "Filter",
+    "Group",
     "SampleFilter",
     "TooManySubscriptionsError",
+    "group_key",
 ]
 
 FeedKind = Literal["metrics", "events", "alerts"]
 Severity = Literal["info", "warning", "critical"]
+
+# WebSocket close codes the feeds send (RFC 6455 section 7.4.1, and IANA's registry).
+POLICY_VIOLATION = 1008  # the token was revoked or expired
+INTERNAL_ERROR = 1011  # a fault of the server's (logged)
+SERVICE_RESTART = 1012  # the server is stopping
+TRY_AGAIN_LATER = 1013  # too many clients, in this process or of this token
 
 _encode = msgspec.json.encode
 
@@ -136,6 +155,19 @@ _FILTERS: dict[FeedKind, type[Filter]] = {
 }
 
 
+def _filter_key(f: Filter) -> Hashable:
+    """Equal for filters that match the same things (names in any order)."""
+    if isinstance(f, SampleFilter):
+        return (frozenset(f.devices), frozenset(f.metrics), frozenset(f.labels.items()))
+    if isinstance(f, EventFilter):
+        return (frozenset(f.devices), frozenset(f.kinds), frozenset(f.severities))
+    return (frozenset((m.name, m.op, m.value) for m in f.matchers), f.max_rank)
+
+
+def group_key(kind: FeedKind, sites: frozenset[str] | None, filters: Iterable[Filter]) -> Hashable:
+    return (kind, sites, frozenset(_filter_key(f) for f in filters))
+
+
 def _matches_series(f: SampleFilter, meta: SeriesMeta) -> bool:
     return (
         (not f.devices or meta.device in f.devices)
@@ -152,33 +184,111 @@ def _matches_event(f: EventFilter, event: DeviceEvent) -> bool:
     )
 
 
+class Group:
+    """The clients of one kind whose sites and subscriptions are the same: what one of them
+    wants, all of them want, so the hub matches each series, event or alert once per group.
+    """
+
+    __slots__ = ("clients", "devices", "filters", "key", "kind", "sites")
+
+    def __init__(
+        self,
+        key: Hashable,
+        kind: FeedKind,
+        sites: frozenset[str] | None,
+        filters: tuple[Filter, ...],
+    ) -> None:
+        self.key = key
+        self.kind: FeedKind = kind
+        self.sites = sites
+        self.filters = filters
+        self.clients: set[FeedClient] = set()
+        # The devices this group can want at all; None when a filter names none (any).
+        names: set[str] = set()
+        for f in filters:
+            wanted = f.devices if isinstance(f, SampleFilter | EventFilter) else None
+            if not wanted:
+                self.devices: frozenset[str] | None = None
+                break
+            names.update(wanted)
+        else:
+            self.devices = frozenset(names)
+
+    def sees(self, site: str | None) -> bool:
+        return self.sites is None or (site is not None and site in self.sites)
+
+    def wants_series(self, meta: SeriesMeta) -> bool:
+        return self.sees(meta.site) and any(
+            _matches_series(f, meta) for f in self.filters if isinstance(f, SampleFilter)
+        )
+
+    def wants_event(self, event: DeviceEvent, site: str | None) -> bool:
+        return self.sees(site) and any(
+            _matches_event(f, event) for f in self.filters if isinstance(f, EventFilter)
+        )
+
+    def wants_alert(self, alert: AlertView) -> bool:
+        return self.sees(alert.site) and any(
+            f.matches(alert) for f in self.filters if isinstance(f, AlertFilter)
+        )
+
+
 # -- clients -----------------------------------------------------------------------------
 
 
 class FeedClient:
-    """One WebSocket's side of the hub: its subscriptions, its queue, what it missed.
+    """One WebSocket's side of the hub: its subscriptions, its queue, what it missed, and
+    why it must close, once it must.
 
-    The handler reads ``queue``; ``None`` there means the hub is stopping."""
+    The handler takes messages with :meth:`next` and waits with :meth:`wait`; once
+    :attr:`closing` is set (code, reason) the queue is dropped and nothing more is queued.
+    """
+
+    __slots__ = (
+        "_ids",
+        "_room",
+        "_waiter",
+        "closing",
+        "feed_lost",
+        "group",
+        "hub",
+        "id",
+        "kind",
+        "missed",
+        "missed_since",
+        "queue",
+        "sites",
+        "subscriptions",
+        "token",
+    )
 
     def __init__(
-        self, hub: FeedHub, client_id: int, kind: FeedKind, sites: frozenset[str] | None
+        self,
+        hub: FeedHub,
+        client_id: int,
+        kind: FeedKind,
+        sites: frozenset[str] | None,
+        token: int | str,
     ) -> None:
         self.hub = hub
         self.id = client_id
         self.kind: FeedKind = kind
         self.sites = sites
-        self.queue: asyncio.Queue[str | None] = asyncio.Queue()
+        self.token = token  # the token's id (its name for one without)
+        self.queue: deque[str] = deque()
         self.subscriptions: dict[int, Filter] = {}
         self._ids = itertools.count(1)
-        # series id -> whether this client wants it; valid for one metadata generation.
-        self._wants: dict[int, bool] = {}
-        self._generation = -1
+        self.group: Group | None = None
         # Pending gap: messages dropped since, and whether the feed itself was lost.
         self.missed = 0
         self.missed_since: datetime | None = None
         self.feed_lost = False
-        self.delivered = 0
-        self.gaps = 0
+        self.closing: tuple[int, str] | None = None
+        self._waiter: asyncio.Future[None] | None = None  # the sender, waiting for a message
+        self._room: asyncio.Future[None] | None = None  # the reader, waiting for room
+
+    def __repr__(self) -> str:
+        return f"<FeedClient {self.id} {self.kind} token={self.token!r}>"
 
     def subscribe(self, spec: Filter) -> int:
         expected = _FILTERS[self.kind]
@@ -190,58 +300,24 @@ class FeedClient:
             )
         sub_id = next(self._ids)
         self.subscriptions[sub_id] = spec
-        self._wants.clear()
+        self.hub.regroup(self)
         return sub_id
 
     def unsubscribe(self, sub_id: int) -> bool:
         found = self.subscriptions.pop(sub_id, None) is not None
-        self._wants.clear()
+        if found:
+            self.hub.regroup(self)
         return found
-
-    def sees(self, site: str | None) -> bool:
-        return self.sites is None or (site is not None and site in self.sites)
-
-    def wants_series(self, series_id: int, meta: dict[int, SeriesMeta | None]) -> bool:
-        if self._generation != self.hub.meta.generation:
-            self._wants.clear()
-            self._generation = self.hub.meta.generation
-        wanted = self._wants.get(series_id)
-        if wanted is None:
-            m = meta.get(series_id)
-            wanted = self._wants[series_id] = (
-                m is not None
-                and self.sees(m.site)
-                and any(
-                    _matches_series(f, m)
-                    for f in self.subscriptions.values()
-                    if isinstance(f, SampleFilter)
-                )
-            )
-        return wanted
-
-    def wants_event(self, event: DeviceEvent, site: str | None) -> bool:
-        return self.sees(site) and any(
-            _matches_event(f, event)
-            for f in self.subscriptions.values()
-            if isinstance(f, EventFilter)
-        )
-
-    def wants_alert(self, alert: AlertView) -> bool:
-        return self.sees(alert.site) and any(
-            f.matches(alert) for f in self.subscriptions.values() if isinstance(f, AlertFilter)
-        )
-
-    def close(self) -> None:
-        self.hub.disconnect(self)
 
     # -- delivery (by the hub; never waits) ------------------------------------------
 
     def offer(self, message: str) -> None:
         """Queue ``message``, after the gap this client is owed; drop it if the queue is
         full."""
+        if self.closing is not None:
+            return
         hub = self.hub
-        queue = self.queue
-        if queue.qsize() >= hub.queue_limit:
+        if len(self.queue) >= hub.queue_limit:
             if self.missed_since is None:
                 self.missed_since = datetime.now(UTC)
             self.missed += 1
@@ -249,9 +325,16 @@ class FeedClient:
             return
         if self.missed or self.feed_lost:
             self._queue_gap()
-        queue.put_nowait(message)
-        self.delivered += 1
+        self.queue.append(message)
         hub.delivered += 1
+        self._wake()
+
+    def reply(self, message: str) -> None:
+        """Queue the answer to a command, whatever the queue holds: the reader waits for
+        room (:meth:`room`) before it reads the next command."""
+        if self.closing is None:
+            self.queue.append(message)
+            self._wake()
 
     def lose_feed(self, since: datetime) -> None:
         """This client missed what was written since ``since``. Told now if its queue has
@@ -259,8 +342,9 @@ class FeedClient:
         self.feed_lost = True
         if self.missed_since is None or since < self.missed_since:
             self.missed_since = since
-        if self.queue.qsize() < self.hub.queue_limit:
+        if len(self.queue) < self.hub.queue_limit:
             self._queue_gap()
+            self._wake()
 
     def _queue_gap(self) -> None:
         # The gap may take the queue one over its limit: it must go before the message
@@ -271,9 +355,56 @@ class FeedClient:
             "missed": self.missed,
             "since": self.missed_since or datetime.now(UTC),
         }
-        self.queue.put_nowait(_encode(gap).decode())
+        self.queue.append(_encode(gap).decode())
         self.missed = 0
         self.missed_since = None
         self.feed_lost = False
-        self.gaps += 1
         self.hub.gaps += 1
+
+    def close(self, code: int, reason: str) -> None:
+        """Make the handler close the connection with ``code``; what is queued is dropped
+        (a revoked token gets nothing more)."""
+        if self.closing is None:
+            self.closing = (code, reason)
+            self.queue.clear()
+            self._wake()
+            if self._room is not None and not self._room.done():
+                self._room.set_result(None)
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # -- the handler's side ------------------------------------------------------------
+
+    def next(self) -> str | None:
+        """The next message to send, if any."""
+        queue = self.queue
+        if not queue:
+            return None
+        message = queue.popleft()
+        room = self._room
+        if room is not None and len(queue) < self.hub.queue_limit and not room.done():
+            room.set_result(None)
+        return message
+
+    async def wait(self) -> None:
+        """Until something is queued or the client must close."""
+        if self.queue or self.closing is not None:
+            return
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+
+    async def room(self) -> None:
+        """Until the queue is under its limit (or the client must close)."""
+        if len(self.queue) < self.hub.queue_limit or self.closing is not None:
+            return
+        self._room = asyncio.get_running_loop().create_future()
+        try:
+            await self._room
+        finally:
+            self._room = None

@@ -4,9 +4,15 @@ One ``FeedHub`` per process holds one dedicated connection that LISTENs on
 ``netmon_samples``, ``netmon_events``, ``netmon_alerts`` and ``netmon_control`` (see
 ``store/notify.py``), a
 cache of series metadata (device, site, metric, labels, loaded in bulk on a miss;
-``feed_meta.py``), and the clients (``feed_clients.py``). Each client has a bounded queue
-(``api.ws_queue`` messages): a client that does not keep up loses messages, never slows
-the others down, and is told so.
+``feed_meta.py``), the clients and their groups (``feed_clients.py``) and the tokens they
+hold (``feed_tokens.py``). Each client has a bounded queue (``api.ws_queue`` messages): a
+client that does not keep up loses messages, never slows the others down, and is told so.
+
+Matching is per group of clients with the same sites and subscriptions, not per client,
+and a series' groups are remembered (``_audience``) until a group comes or goes or the
+metadata changes: a batch costs its distinct series plus the groups that want them. Every
+message is encoded once, for all the groups that want exactly those samples, and queued
+by reference.
 
 The protocol of ``/ws/metrics``, ``/ws/events`` and ``/ws/alerts`` is described in
 ``feed_clients.py``.
@@ -18,23 +24,29 @@ import asyncio
 import contextlib
 import itertools
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import msgspec
 
 from netmon.alerts.model import AlertChange
+from netmon.api.auth import Principal
 from netmon.api.feed_clients import (
+    SERVICE_RESTART,
     AlertFilter,
     AlertSubscription,
     EventFilter,
     FeedClient,
     FeedKind,
+    Group,
     SampleFilter,
     TooManySubscriptionsError,
+    group_key,
 )
 from netmon.api.feed_meta import SeriesMeta, SeriesMetaCache
+from netmon.api.feed_tokens import TokenWatch, TooManyClientsError
+from netmon.api.tokens import token_states
 from netmon.config import Settings
 from netmon.logs import get_logger
 from netmon.records import DeviceEvent
@@ -78,14 +90,14 @@ INBOX_MAX = 20_000
 RETRY_MIN = 0.2
 RETRY_MAX = 30.0
 KEEPALIVE = 10.0
+# Series whose groups are remembered; past this the memory starts over (a process that
+# sees more series than this in one metadata generation recomputes some).
+AUDIENCE_MAX = 1_000_000
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _encode = msgspec.json.encode
 _alert_change = msgspec.json.Decoder(AlertChange)
-
-
-class TooManyClientsError(Exception):
-    """This process serves api.ws_max_clients clients already."""
+_KINDS: tuple[FeedKind, ...] = ("metrics", "events", "alerts")
 
 
 # -- the hub -----------------------------------------------------------------------------
@@ -103,11 +115,27 @@ class FeedHub:
 
     def __init__(self, db: Database, settings: Settings) -> None:
         self.db = db
-        self.queue_limit = settings.api.ws_queue
-        self.max_clients = settings.api.ws_max_clients
-        self.max_subscriptions = settings.api.ws_max_subscriptions
+        api = settings.api
+        self.queue_limit = api.ws_queue
+        self.max_clients = api.ws_max_clients
+        self.max_subscriptions = api.ws_max_subscriptions
+        self.tokens = TokenWatch(
+            lambda ids: token_states(db, ids),
+            interval=api.token_cache.total_seconds(),
+            per_token=api.ws_max_clients_per_token,
+        )
         self._clients: dict[int, FeedClient] = {}
         self._client_ids = itertools.count(1)
+        self._groups: dict[Hashable, Group] = {}
+        self._kind_groups: dict[FeedKind, set[Group]] = {kind: set() for kind in _KINDS}
+        # Metrics groups by the devices they name, and those that take any device: the
+        # only groups a series of a device can interest.
+        self._by_device: dict[str, set[Group]] = {}
+        self._any_device: set[Group] = set()
+        # series id -> the metrics groups that want it, for one metadata generation and
+        # one set of groups.
+        self._audience: dict[int, tuple[Group, ...]] = {}
+        self._audience_generation = -1
         self.meta = SeriesMetaCache(db)
         self._inbox = _Inbox()
         self._tasks: list[asyncio.Task[None]] = []
@@ -132,6 +160,7 @@ class FeedHub:
         self.notifications = 0  # notifications received
         self.reconnects = 0  # LISTEN connections re-established after a loss
         self.errors = 0  # fan-out rounds that failed (logged)
+        self.refused = 0  # connections refused: too many clients, in all or of a token
 
     @property
     def listening(self) -> bool:
@@ -141,6 +170,10 @@ class FeedHub:
     @property
     def clients(self) -> int:
         return len(self._clients)
+
+    @property
+    def groups(self) -> int:
+        return len(self._groups)
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -152,10 +185,13 @@ class FeedHub:
             ),
             asyncio.create_task(self._fanout_loop(), name="netmon-feed-fanout"),
         ]
+        self.tokens.start()
 
     async def stop(self) -> None:
-        """Stop listening; every client's handler is told to close."""
+        """Stop listening; every client still connected is closed with 1012 (uvicorn
+        has closed those of its WebSockets by the time the app's lifespan ends)."""
         self._stopping = True
+        await self.tokens.stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -163,27 +199,89 @@ class FeedHub:
                 await task
         self._tasks = []
         for client in list(self._clients.values()):
-            client.queue.put_nowait(None)
+            client.close(SERVICE_RESTART, "server shutting down")
 
     # -- clients ---------------------------------------------------------------------
 
-    def connect(self, kind: FeedKind, sites: frozenset[str] | None) -> FeedClient:
+    def connect(
+        self, kind: FeedKind, principal: Principal, expires_at: float | None = None
+    ) -> FeedClient:
+        """A new client of ``kind`` for ``principal``'s token, which expires at
+        ``expires_at`` (epoch seconds) as far as the caller knows."""
         if len(self._clients) >= self.max_clients:
-            raise TooManyClientsError(f"this server has {self.max_clients} feed clients already")
-        client = FeedClient(self, next(self._client_ids), kind, sites)
+            self.refused += 1
+            raise TooManyClientsError(
+                f"this server has {self.max_clients} feed clients already (api.ws_max_clients)"
+            )
+        token = principal.token_id if principal.token_id is not None else principal.name
+        client = FeedClient(self, next(self._client_ids), kind, principal.sites, token)
+        try:
+            self.tokens.admit(client, expires_at)
+        except TooManyClientsError:
+            self.refused += 1
+            raise
         self._clients[client.id] = client
         return client
 
     def disconnect(self, client: FeedClient) -> None:
-        self._clients.pop(client.id, None)
+        if self._clients.pop(client.id, None) is None:
+            return
+        self.tokens.release(client)
+        client.subscriptions.clear()
+        self.regroup(client)
+
+    def regroup(self, client: FeedClient) -> None:
+        """Put ``client`` in the group of its sites and subscriptions (none without any)."""
+        old = client.group
+        new: Group | None = None
+        if client.subscriptions:
+            filters = tuple(client.subscriptions.values())
+            key = group_key(client.kind, client.sites, filters)
+            if old is not None and old.key == key:
+                return
+            new = self._groups.get(key)
+            if new is None:
+                new = self._add_group(Group(key, client.kind, client.sites, filters))
+        if old is not None:
+            old.clients.discard(client)
+            if not old.clients:
+                self._remove_group(old)
+        if new is not None:
+            new.clients.add(client)
+        client.group = new
+
+    def _add_group(self, group: Group) -> Group:
+        self._groups[group.key] = group
+        self._kind_groups[group.kind].add(group)
+        if group.kind == "metrics":
+            if group.devices is None:
+                self._any_device.add(group)
+            else:
+                for device in group.devices:
+                    self._by_device.setdefault(device, set()).add(group)
+            self._audience.clear()
+        return group
+
+    def _remove_group(self, group: Group) -> None:
+        del self._groups[group.key]
+        self._kind_groups[group.kind].discard(group)
+        if group.kind == "metrics":
+            if group.devices is None:
+                self._any_device.discard(group)
+            else:
+                for device in group.devices:
+                    named = self._by_device.get(device)
+                    if named is not None:
+                        named.discard(group)
+                        if not named:
+                            del self._by_device[device]
+            self._audience.clear()
 
     def forget_series(self) -> None:
         """Drop series and device metadata (a device was deleted, renamed or moved)."""
         self.meta.forget()
 
-    def _feed_lost(
-        self, since: datetime, kinds: Iterable[FeedKind] = ("metrics", "events", "alerts")
-    ) -> None:
+    def _feed_lost(self, since: datetime, kinds: Iterable[FeedKind] = _KINDS) -> None:
         """Every client (of ``kinds``) missed what was written since ``since``. Idle
         clients are told now; one with a full queue before its next message."""
         wanted = set(kinds)
@@ -237,14 +335,14 @@ class FeedHub:
         events: list[DeviceEvent] = []
         alerts: list[AlertChange] = []
         # A process nobody watches does not even decode what it hears.
-        kinds = {c.kind for c in self._clients.values() if c.subscriptions}
+        groups = self._kind_groups
         for channel, payload in items:
             try:
-                if channel == SAMPLES_CHANNEL and "metrics" in kinds:
+                if channel == SAMPLES_CHANNEL and groups["metrics"]:
                     samples += decode_samples_wire(payload)
-                elif channel == EVENTS_CHANNEL and "events" in kinds:
+                elif channel == EVENTS_CHANNEL and groups["events"]:
                     events += decode_events(payload)
-                elif channel == ALERTS_CHANNEL and "alerts" in kinds:
+                elif channel == ALERTS_CHANNEL and groups["alerts"]:
                     alerts.append(_alert_change.decode(payload))
                 elif channel == CONTROL_CHANNEL:
                     self._on_control(payload)
@@ -260,41 +358,78 @@ class FeedHub:
             self._fan_out_alerts(alerts)
 
     def _on_control(self, payload: str) -> None:
-        op = decode_control(payload).op
+        control = decode_control(payload)
+        op = control.op
         if op in ("series_forget", "device_changed"):
             self.forget_series()
+        elif op == "token_revoked":
+            token_id = control.args.get("id")
+            if isinstance(token_id, int):
+                self.tokens.revoked(token_id)
 
     async def _fan_out_samples(self, samples: list[WireSample]) -> None:
-        clients = [c for c in self._clients.values() if c.kind == "metrics" and c.subscriptions]
-        if not clients:
+        if not self._kind_groups["metrics"]:
             return
         meta = self.meta.series
         missing = {sid for sid, _, _ in samples if sid not in meta}
         if missing and not await self._load(lambda: self.meta.load_series(missing), "metrics"):
             return
-        sids = [sid for sid, _, _ in samples]
-        distinct = set(sids)
-        # Clients asking for the same series get the very same messages, built once.
-        built: dict[frozenset[int], list[str]] = {}
-        fragments: list[bytes] = []
-        for client in clients:
-            # One call per series and client; per sample only set lookups.
-            wanted = frozenset(sid for sid in distinct if client.wants_series(sid, meta))
-            if not wanted:
-                continue
-            messages = built.get(wanted)
+        if self._audience_generation != self.meta.generation or (
+            len(self._audience) > AUDIENCE_MAX
+        ):
+            self._audience.clear()
+            self._audience_generation = self.meta.generation
+        audience = self._audience
+        # Where each series' samples are in the batch, in commit order.
+        positions: dict[int, list[int]] = {}
+        for i, (sid, _, _) in enumerate(samples):
+            at = positions.get(sid)
+            if at is None:
+                positions[sid] = [i]
+            else:
+                at.append(i)
+        wanted: dict[Group, list[int]] = {}
+        for sid in positions:
+            groups = audience.get(sid)
+            if groups is None:
+                groups = audience[sid] = self._audience_of(meta.get(sid))
+            for group in groups:
+                sids = wanted.get(group)
+                if sids is None:
+                    wanted[group] = [sid]
+                else:
+                    sids.append(sid)
+        if not wanted:
+            return
+        fragments = self._fragments(samples, meta)
+        # Groups asking for the same series get the very same messages, built once.
+        built: dict[tuple[int, ...], list[str]] = {}
+        for group, sids in wanted.items():
+            key = tuple(sids)
+            messages = built.get(key)
             if messages is None:
-                if not fragments:
-                    fragments = self._fragments(samples, meta)
-                chosen = [fragments[i] for i, sid in enumerate(sids) if sid in wanted]
-                messages = built[wanted] = [
+                at = (
+                    positions[sids[0]]
+                    if len(sids) == 1
+                    else sorted(i for sid in sids for i in positions[sid])
+                )
+                chosen = [fragments[i] for i in at]
+                messages = built[key] = [
                     '{"type":"samples","samples":['
                     + b",".join(chosen[start : start + MESSAGE_SAMPLES]).decode()
                     + "]}"
                     for start in range(0, len(chosen), MESSAGE_SAMPLES)
                 ]
-            for message in messages:
-                client.offer(message)
+            for client in group.clients:
+                for message in messages:
+                    client.offer(message)
+
+    def _audience_of(self, meta: SeriesMeta | None) -> tuple[Group, ...]:
+        if meta is None:
+            return ()
+        found = [g for g in self._any_device if g.wants_series(meta)]
+        found += [g for g in self._by_device.get(meta.device, ()) if g.wants_series(meta)]
+        return tuple(found) if found else ()
 
     @staticmethod
     def _fragments(samples: list[WireSample], meta: dict[int, SeriesMeta | None]) -> list[bytes]:
@@ -315,32 +450,43 @@ class FeedHub:
         return out
 
     async def _fan_out_events(self, events: list[DeviceEvent]) -> None:
-        clients = [c for c in self._clients.values() if c.kind == "events" and c.subscriptions]
-        if not clients:
+        groups = self._kind_groups["events"]
+        if not groups:
             return
         missing = {e.device for e in events if e.device not in self.meta.sites}
         if missing and not await self._load(lambda: self.meta.load_sites(missing), "events"):
             return
         sites = self.meta.sites
         encoded: dict[int, str] = {}
-        for client in clients:
-            chosen = [i for i, e in enumerate(events) if client.wants_event(e, sites.get(e.device))]
-            for start in range(0, len(chosen), MESSAGE_EVENTS):
-                part = []
-                for i in chosen[start : start + MESSAGE_EVENTS]:
-                    if i not in encoded:
-                        encoded[i] = _encode(events[i]).decode()
-                    part.append(encoded[i])
-                client.offer('{"type":"events","events":[' + ",".join(part) + "]}")
+        built: dict[tuple[int, ...], list[str]] = {}
+        for group in list(groups):
+            chosen = tuple(
+                i for i, e in enumerate(events) if group.wants_event(e, sites.get(e.device))
+            )
+            if not chosen:
+                continue
+            messages = built.get(chosen)
+            if messages is None:
+                messages = built[chosen] = []
+                for start in range(0, len(chosen), MESSAGE_EVENTS):
+                    part = []
+                    for i in chosen[start : start + MESSAGE_EVENTS]:
+                        if i not in encoded:
+                            encoded[i] = _encode(events[i]).decode()
+                        part.append(encoded[i])
+                    messages.append('{"type":"events","events":[' + ",".join(part) + "]}")
+            for client in group.clients:
+                for message in messages:
+                    client.offer(message)
 
     def _fan_out_alerts(self, changes: list[AlertChange]) -> None:
         """One message per change, in the order they were committed; an alert carries
         its device's site, so no metadata is needed."""
-        clients = [c for c in self._clients.values() if c.kind == "alerts" and c.subscriptions]
+        groups = list(self._kind_groups["alerts"])
         for change in changes:
             message: str | None = None
-            for client in clients:
-                if client.wants_alert(change.alert):
+            for group in groups:
+                if group.wants_alert(change.alert):
                     if message is None:
                         message = _encode(
                             {
@@ -350,7 +496,8 @@ class FeedHub:
                                 "alert": change.alert,
                             }
                         ).decode()
-                    client.offer(message)
+                    for client in group.clients:
+                        client.offer(message)
 
     async def _load(self, load: Callable[[], Awaitable[None]], kind: FeedKind) -> bool:
         """Run a metadata query; if it fails, the batch cannot be delivered and the

@@ -60,6 +60,8 @@ def _config(app: object, settings: Settings, guard: HttpGuard | None = None) -> 
         http=cast("type[asyncio.Protocol]", guard.http_protocol),
         ws=guard.ws_protocol_class,
         ws_max_size=64 * 1024,  # clients send subscriptions, not data
+        # zlib state is ~50 KB a client, half of a feed client's memory with it on
+        ws_per_message_deflate=settings.api.ws_compression,
         timeout_keep_alive=guard.limits.keepalive_timeout,
         timeout_graceful_shutdown=5,
         server_header=False,

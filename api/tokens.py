@@ -2,7 +2,8 @@
 
 A checked token is trusted for ``api.token_cache`` (5 s by default): a revoked token stops
 working within that time. When tokens were last used is written in batches, once a
-minute, not per request.
+minute, not per request. The live feeds, which outlive the check at their handshake, ask
+again for all their tokens at once with :func:`token_states` (``api/feed_tokens.py``).
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Collection
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from litestar.exceptions import NotAuthorizedException, ServiceUnavailableException
@@ -20,12 +23,43 @@ from netmon.logs import get_logger
 from netmon.store.database import Database, is_connection_error
 from netmon.store.tokens import find_token, touch_tokens
 
-__all__ = ["TokenCache"]
+__all__ = ["TokenCache", "TokenState", "token_states"]
 
 log = get_logger(__name__)
 
 _MAX_ENTRIES = 10_000
 _TOUCH_INTERVAL = 60.0
+_STATES = """
+SELECT id, revoked_at IS NOT NULL AS revoked, expires_at FROM api_tokens
+WHERE id = ANY($1::bigint[])
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class TokenState:
+    revoked: bool
+    expires_at: float | None  # epoch seconds
+
+
+async def token_states(db: Database, ids: Collection[int]) -> dict[int, TokenState]:
+    """Whether each token is revoked and when it expires, in one query; a token not in the
+    answer no longer exists."""
+    async with db.pool.acquire() as conn:
+        rows = await conn.fetch(_STATES, list(ids))
+    return {
+        row["id"]: TokenState(
+            revoked=row["revoked"],
+            expires_at=_epoch(row["expires_at"]),
+        )
+        for row in rows
+    }
+
+
+def _epoch(when: datetime | None) -> float | None:
+    if when is None:
+        return None
+    # asyncpg reads PostgreSQL's 'infinity' as a naive datetime.max
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
 
 
 class TokenCache:
@@ -78,6 +112,12 @@ class TokenCache:
             self._cache.clear()  # bad tokens in bulk must not grow memory
         self._cache[token] = entry
         return entry
+
+    def expires_at(self, token: str) -> float | None:
+        """When a token this cache accepted expires (epoch seconds; None: never, or not
+        checked here lately)."""
+        hit = self._cache.get(token)
+        return hit[2] if hit is not None and not isinstance(hit[0], str) else None
 
     def forget(self) -> None:
         """Drop cached checks (after a revocation made in this process)."""

@@ -1,9 +1,11 @@
 """/ws/metrics, /ws/events and /ws/alerts: the live feeds over WebSocket (protocol:
 ``api/feed_clients.py``).
 
-Each connection runs two tasks: one reads the client's subscribe and unsubscribe messages
-and answers them, one sends what the hub queued for it. They share a lock, as two tasks
-must not write one WebSocket at once.
+Each connection is its handler, which reads the client's subscribe and unsubscribe
+messages, and one task that sends what the hub queued for it (replies go through the same
+queue, so one task writes the socket and a reply comes before what its subscription
+brings). The sender also closes the connection when the hub says so: token revoked or
+expired (1008), server stopping (1012).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from litestar.exceptions import WebSocketDisconnect
 from netmon.alerts.matchers import MatcherError
 from netmon.api.auth import Principal, requires
 from netmon.api.context import ApiContext, Ctx
+from netmon.api.feed_clients import INTERNAL_ERROR, SERVICE_RESTART, TRY_AGAIN_LATER
 from netmon.api.feeds import (
     AlertFilter,
     AlertSubscription,
@@ -29,12 +32,15 @@ from netmon.api.feeds import (
     TooManyClientsError,
     TooManySubscriptionsError,
 )
+from netmon.logs import get_logger
 
 __all__ = ["LiveController"]
 
-# WebSocket close codes: the server is going away; try again later (too many clients).
-GOING_AWAY = 1001
-TRY_AGAIN_LATER = 1013
+log = get_logger(__name__)
+
+# What the sender may meet when the client is gone: Litestar's disconnect, or uvicorn's
+# ClientDisconnected (an OSError).
+_GONE = (WebSocketDisconnect, OSError)
 
 
 class _Command(msgspec.Struct, forbid_unknown_fields=True):
@@ -83,60 +89,63 @@ async def _serve(socket: WebSocket[Principal, Any, Any], ctx: ApiContext, kind: 
     await socket.accept()
     hub = ctx.hub
     if hub is None:
-        await _refuse(socket, "live feeds are not available in this process", GOING_AWAY)
+        await _refuse(socket, "live feeds are not running in this process", SERVICE_RESTART)
         return
+    tokens = ctx.tokens
+    expires_at = tokens.expires_at(socket.auth) if tokens is not None else None
     try:
-        client = hub.connect(kind, socket.user.sites)
+        client = hub.connect(kind, socket.user, expires_at)
     except TooManyClientsError as exc:
         await _refuse(socket, str(exc), TRY_AGAIN_LATER)
         return
-    lock = asyncio.Lock()
+    sender = asyncio.create_task(_send(socket, client))
     try:
-        reader = asyncio.create_task(_read(socket, client, kind, lock))
-        sender = asyncio.create_task(_send(socket, client, lock))
-        done, pending = await asyncio.wait({reader, sender}, return_when=asyncio.FIRST_COMPLETED)
-        for task in pending:
-            task.cancel()
-        for task in pending:
-            with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect):
-                await task
-        for task in done:
-            # A client gone is the normal end; anything else is worth a traceback.
-            with contextlib.suppress(WebSocketDisconnect):
-                task.result()
+        await _read(socket, client, kind)
     finally:
-        client.close()
+        hub.disconnect(client)
+        if not sender.done():
+            sender.cancel()
+        with contextlib.suppress(asyncio.CancelledError, *_GONE):
+            await sender
 
 
 async def _refuse(socket: WebSocket[Any, Any, Any], detail: str, code: int) -> None:
-    with contextlib.suppress(WebSocketDisconnect):
+    with contextlib.suppress(*_GONE):
         await socket.send_text(msgspec.json.encode({"type": "error", "detail": detail}).decode())
         await socket.close(code=code, reason=detail[:120])
 
 
-async def _send(socket: WebSocket[Any, Any, Any], client: FeedClient, lock: asyncio.Lock) -> None:
-    while True:
-        message = await client.queue.get()
-        if message is None:  # the hub is stopping
-            async with lock:
-                await socket.close(code=GOING_AWAY, reason="server shutting down")
-            return
-        async with lock:
-            await socket.send_text(message)
+async def _send(socket: WebSocket[Any, Any, Any], client: FeedClient) -> None:
+    try:
+        while client.closing is None:
+            message = client.next()
+            if message is None:
+                await client.wait()
+            else:
+                await socket.send_text(message)
+    except _GONE:
+        return  # the reader hears of it too
+    except Exception:
+        # A bug: the client would otherwise wait for messages that never come.
+        log.exception("feed sender failed", client=client.id)
+        client.close(INTERNAL_ERROR, "internal error")
+    assert client.closing is not None
+    code, reason = client.closing
+    await socket.close(code=code, reason=reason)
 
 
-async def _read(
-    socket: WebSocket[Any, Any, Any], client: FeedClient, kind: FeedKind, lock: asyncio.Lock
-) -> None:
+async def _read(socket: WebSocket[Any, Any, Any], client: FeedClient, kind: FeedKind) -> None:
+    """Until the client leaves, or the sender closed the connection (which ends the
+    receive with a disconnect too)."""
     while True:
         event = await socket.receive()
         if event["type"] == "websocket.disconnect":
             return
         text, data = event.get("text"), event.get("bytes")
         payload = text if isinstance(text, str) else data if isinstance(data, bytes) else b""
-        reply = _answer(client, kind, payload)
-        async with lock:
-            await socket.send_text(msgspec.json.encode(reply).decode())
+        client.reply(msgspec.json.encode(_answer(client, kind, payload)).decode())
+        # A client that sends commands but reads nothing stops being read.
+        await client.room()
 
 
 def _answer(client: FeedClient, kind: FeedKind, data: str | bytes) -> dict[str, Any]:

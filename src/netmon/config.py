@@ -245,7 +245,25 @@ class ApiSettings(_Section):
     ws_queue: int = Field(
         default=1000, ge=1, le=1_000_000, description="Messages buffered per WebSocket client."
     )
-    ws_max_clients: int = Field(default=5000, ge=1, le=100_000)
+    ws_max_clients: int = Field(
+        default=5000,
+        ge=1,
+        le=100_000,
+        description="Live-feed WebSocket clients per API process; one more is refused "
+        "(close code 1013).",
+    )
+    ws_max_clients_per_token: int = Field(
+        default=20,
+        ge=1,
+        le=100_000,
+        description="Live-feed WebSocket clients one token may hold open at once, per API "
+        "process; one more is refused (close code 1013).",
+    )
+    ws_compression: bool = Field(
+        default=False,
+        description="Offer permessage-deflate to WebSocket clients. It costs about 50 KB of "
+        "zlib state per client and a compression of every message for every client.",
+    )
     ws_max_subscriptions: int = Field(
         default=100, ge=1, le=10_000, description="Filters one WebSocket client may hold."
     )
