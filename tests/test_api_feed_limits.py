@@ -222,7 +222,7 @@ async def test_a_feed_closes_when_its_token_expires(
     """The expiry is a timer: it closes the feed on time even with a token cache of
     minutes (nothing asks the database meanwhile)."""
     settings = feed_settings(url, tmp_path / "api", token_cache="5m")
-    expires_at = datetime.now(UTC) + timedelta(seconds=3)
+    expires_at = datetime.now(UTC) + timedelta(seconds=5)
     _, brief = await make_token(url, "brief", expires_at=expires_at)
     _, lasting = await make_token(url, "lasting", expires_at=expires_at + timedelta(days=1))
     db = Database(settings.database, settings.data_dir)
