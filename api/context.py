@@ -19,6 +19,7 @@ from netmon.store.database import Database
 
 if TYPE_CHECKING:
     from netmon.api.feeds import FeedHub
+    from netmon.api.http_limits import HttpGuard
     from netmon.api.tokens import TokenCache
 
 __all__ = ["ApiContext", "Ctx"]
@@ -35,6 +36,7 @@ class ApiContext:
         self.core = core
         self.tokens: TokenCache | None = None  # set by create_app
         self.hub: FeedHub | None = None  # set by create_app: live feeds
+        self.guard: HttpGuard | None = None  # set by ApiServer: its connection counts
 
 
 Ctx = NamedDependency[ApiContext]

@@ -31,6 +31,7 @@ __all__ = [
     "PlainErrorsAsProblems",
     "Problem",
     "handle_exception",
+    "is_too_deep",
     "problem",
     "problem_json",
     "responses",
@@ -69,7 +70,10 @@ _DESCRIPTIONS = {
     405: "The method is not allowed on this path.",
     409: "The request conflicts with the resource's state.",
     413: "The request body is too large.",
+    414: "The request target (path and query) is over `api.max_url_bytes`; the server "
+    "answers it before reading further, and closes the connection.",
     429: "Too many requests for this token; retry after `Retry-After` seconds.",
+    431: "The request head is over `api.max_header_bytes` or `api.max_headers` fields.",
     500: "netmon failed; the log holds the details.",
     503: "A dependency (the database) is not available now.",
 }
@@ -77,8 +81,9 @@ _DESCRIPTIONS = {
 
 def responses(*codes: int) -> dict[int, ResponseSpec]:
     """OpenAPI entries for the problems a route can answer with; every authenticated route
-    can also answer 400, 401, 403, 429, 500 and 503, so they are always included."""
-    every = {400, 401, 403, 429, 500, 503, *codes}
+    can also answer 400, 401, 403, 429, 500 and 503, and the server before any route 414
+    and 431, so they are always included."""
+    every = {400, 401, 403, 414, 429, 431, 500, 503, *codes}
     return {
         code: ResponseSpec(
             data_container=Problem,
@@ -158,6 +163,10 @@ def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Respons
         if status == 401:
             response.headers.setdefault("WWW-Authenticate", 'Bearer realm="netmon"')
         return response
+    if is_too_deep(exc):
+        # msgspec's own bound on nesting (the interpreter's recursion limit), met while
+        # reading the body: the client's document, not a fault of ours.
+        return problem(400, "the JSON body is nested too deeply", path)
     if is_connection_error(exc):
         log.warning("database unreachable", path=path, error=f"{type(exc).__name__}: {exc}")
         response = problem(503, "the database is not reachable; retry shortly", path)
@@ -165,6 +174,11 @@ def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Respons
         return response
     log.exception("request failed", path=path, method=request.method)
     return problem(500, "internal error; see the netmon log", path)
+
+
+def is_too_deep(exc: BaseException) -> bool:
+    """A JSON document nested past what msgspec will decode (``[[[[...``)."""
+    return isinstance(exc, RecursionError) and "while deserializing" in str(exc)
 
 
 _PLAIN_DETAIL_MAX = 500  # characters of a plain-text error body kept as the detail

@@ -148,6 +148,20 @@ class NetmonCollector:
                 yield CounterMetricFamily(name, doc, value=value)
 
     def _http(self) -> Iterable[Metric]:
+        guard = self.ctx.guard
+        if guard is not None:
+            yield GaugeMetricFamily(
+                "netmon_http_connections",
+                "Open HTTP and WebSocket connections of this process (api.max_connections "
+                "bounds them).",
+                value=guard.open,
+            )
+            yield CounterMetricFamily(
+                "netmon_http_connections_refused",
+                "Connections refused at once with a 503 because this process held "
+                "api.max_connections (or api.max_connections_per_client from one address).",
+                value=guard.refused,
+            )
         stats = self.http()
         if stats is None:
             return

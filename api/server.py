@@ -103,7 +103,7 @@ class ApiServer:
         self.ctx = ctx
         self.app = create_app(ctx, manage_db=manage_db)
         self.reuse_port = reuse_port
-        self.guard = HttpGuard(HttpLimits.from_settings(ctx.settings.api))
+        self.guard = ctx.guard = HttpGuard(HttpLimits.from_settings(ctx.settings.api))
         self._server = _Server(_config(self.app, ctx.settings, self.guard))
         self._task: asyncio.Task[None] | None = None
 

@@ -704,3 +704,14 @@ async def test_times_at_the_calendars_ends_are_brought_within_bounds(world: Worl
             params={"since": "0001-01-01T00:00:00+14:00", "until": "9999-12-31T23:59:59-14:00"},
         )
         assert events.status_code == 200, events.text
+
+
+async def test_a_body_nested_too_deeply_is_a_400(world: World) -> None:
+    # 100,000 '[' (100 KB, under the body limit) was a 500: the decoder's recursion bound.
+    async with world.api.client("admin") as c:
+        for body in (b"[" * 100_000, b'{"name": ' + b"[" * 100_000, b'{"a":' * 50_000):
+            r = await c.post(
+                "/api/v1/devices", content=body, headers={"content-type": "application/json"}
+            )
+            assert_problem(r, 400, "nested too deeply")
+        assert (await c.get("/api/v1/devices")).status_code == 200

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import socket
 import threading
 import time
@@ -21,11 +22,25 @@ import websockets
 
 from netmon.api.problems import PROBLEM_JSON
 from netmon.api.server import _config, bind_socket
-from tests.api_helpers import Api, api_database_url, make_api_settings, running_api
+from tests.api_helpers import (
+    Api,
+    api,
+    api_database_url,
+    api_settings,
+    make_api_settings,
+    running_api,
+)
 
-__all__ = ["api_database_url"]
+__all__ = ["api", "api_database_url", "api_settings"]
 
-SHORT = {"header_timeout": "1s", "keepalive_timeout": "1s", "body_timeout": "1s"}
+SHORT = {
+    "header_timeout": "1s",
+    "keepalive_timeout": "1s",
+    "body_timeout": "1s",
+    # Bounds of their own, so that the tests do not follow the defaults.
+    "max_header_bytes": 16 * 1024,
+    "max_url_bytes": 8 * 1024,
+}
 WS_HEAD = (
     "Connection: Upgrade\r\nUpgrade: websocket\r\n"
     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
@@ -601,3 +616,63 @@ async def test_a_websocket_the_app_fails_is_a_500_problem(broken_server: int) ->
     reply = await answer(broken_server, head.encode())
     assert reply.status == 500
     reply.problem()
+
+
+# The document and the limits agree
+
+
+def _string_bytes(schema: dict[str, Any], where: str) -> int:
+    """The most bytes one value can take in a query string, percent-encoded: a character
+    from an ASCII-only pattern is at most 3 (%XX), any other at most 12 (4 UTF-8 bytes)."""
+    if "enum" in schema:
+        return max(3 * len(str(v)) for v in schema["enum"])
+    kinds = {b.get("type") for b in [schema, *schema.get("oneOf", [])]} - {"null", None}
+    if kinds & {"integer", "number"}:
+        return 25
+    if kinds == {"boolean"}:
+        return 5
+    assert "maxLength" in schema, f"{where}: a string without maxLength"
+    pattern = schema.get("pattern", "")
+    outside_classes = re.sub(r"\[[^\]]*\]", "", pattern)
+    ascii_only = (
+        bool(pattern) and "[^" not in pattern and not re.search(r"(?<!\\)\.", outside_classes)
+    )
+    return int(schema["maxLength"]) * (3 if ascii_only else 12)
+
+
+def longest_query(operation: dict[str, Any], where: str) -> int:
+    total = 0
+    for parameter in operation.get("parameters", []):
+        if parameter["in"] != "query":
+            continue
+        schema, name = parameter["schema"], parameter["name"]
+        arrays = [b for b in [schema, *schema.get("oneOf", [])] if b.get("type") == "array"]
+        if arrays:
+            # Litestar writes maxItems beside the oneOf of array and null.
+            most = arrays[0].get("maxItems", schema.get("maxItems"))
+            assert most is not None, f"{where} {name}: an array without maxItems"
+            each = len(name) + 2 + _string_bytes(arrays[0]["items"], f"{where} {name}")
+            total += int(most) * each
+        else:
+            total += len(name) + 2 + _string_bytes(schema, f"{where} {name}")
+    return total
+
+
+async def test_the_longest_request_the_document_allows_fits_the_limits(api: Api) -> None:
+    # Schemathesis sent a /metrics/last the document allowed (20 labels of 401 characters)
+    # and got a 414: the document promised more than the server took. Every query
+    # parameter is now bounded, and the longest query of each operation fits.
+    settings = api.ctx.settings.api
+    async with api.client(None) as c:
+        document = (await c.get("/schema/openapi.json")).json()
+    longest = {}
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            where = f"{method.upper()} {path}"
+            # Path parameters are ids and names of at most 200 characters.
+            longest[where] = len(path) + 200 * 12 + longest_query(operation, where)
+            assert "414" in operation["responses"] or path.startswith("/health"), where
+    for where, n in sorted(longest.items(), key=lambda kv: -kv[1]):
+        assert n + 1000 <= settings.max_url_bytes, (where, n, sorted(longest.values())[-5:])
+    assert settings.max_url_bytes <= settings.max_header_bytes
+    assert max(longest.values()) > settings.max_url_bytes / 2  # the bound is not slack

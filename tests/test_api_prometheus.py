@@ -326,6 +326,9 @@ async def test_a_write_moves_the_writer_counters(settings: Settings, db: Databas
         assert value(after, "netmon_spool_bytes") == 0
         # No poller in this process: its families are left out, not zeros.
         assert not named(after, "netmon_polls_total")
+        # The scrape's own connection is open; none was refused.
+        assert value(after, "netmon_http_connections") >= 1
+        assert value(after, "netmon_http_connections_refused_total") == 0
         # netmon_api's own requests: the first scrape is counted by the second.
         assert (
             value(after, "netmon_http_requests_total", method="GET", route="/metrics", status="200")

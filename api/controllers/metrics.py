@@ -44,8 +44,12 @@ _NAME = r"^[A-Za-z0-9][A-Za-z0-9._:/@-]*$"
 _METRIC = r"^[A-Za-z_][A-Za-z0-9_.:-]*$"
 # key=value; the value is free text (interface names hold spaces and slashes) but never NUL,
 # which PostgreSQL text cannot hold.
-_LABEL = r"^[A-Za-z_][A-Za-z0-9_.-]{0,99}=[^\x00]{0,300}$"
+_LABEL = r"^[A-Za-z_][A-Za-z0-9_.-]{0,99}=[^\x00]{0,120}$"
+_LABEL_MAX = 100 + 1 + 120
 _DURATION = r"^[0-9]{1,9}(ms|s|m|h|d|w)$"
+# How many of each repeated selector a request may hold: bounded so that the longest query
+# the document allows fits api.max_url_bytes, percent-encoded (tests/test_api_limits.py).
+_DEVICES_MAX, _METRICS_MAX, _LABELS_MAX = 50, 20, 10
 RAW_SPAN_MAX = timedelta(days=1)  # raw samples without a step: at most a day per request
 LOOKBACK_MAX = timedelta(days=7)
 
@@ -61,7 +65,9 @@ DevicesQuery = Annotated[
         ]
     ]
     | None,
-    QueryParameter(name="device", max_items=100, description="Device name (repeat for several)."),
+    QueryParameter(
+        name="device", max_items=_DEVICES_MAX, description="Device name (repeat for several)."
+    ),
 ]
 MetricsQuery = Annotated[
     list[
@@ -74,7 +80,7 @@ MetricsQuery = Annotated[
     | None,
     QueryParameter(
         name="metric",
-        max_items=50,
+        max_items=_METRICS_MAX,
         description="Metric name, e.g. ifHCInOctets:rate (repeat).",
         examples=[Example(value=["ifHCInOctets:rate"])],
     ),
@@ -83,14 +89,14 @@ LabelsQuery = Annotated[
     list[
         Annotated[
             str,
-            msgspec.Meta(max_length=401, pattern=_LABEL),
-            KwargDefinition(max_length=401, pattern=_LABEL),
+            msgspec.Meta(max_length=_LABEL_MAX, pattern=_LABEL),
+            KwargDefinition(max_length=_LABEL_MAX, pattern=_LABEL),
         ]
     ]
     | None,
     QueryParameter(
         name="label",
-        max_items=20,
+        max_items=_LABELS_MAX,
         description="`key=value` a series' labels must hold, e.g. interface=eth0 (repeat).",
     ),
 ]
@@ -171,7 +177,9 @@ class MetricsQueryController(Controller):
         lookback: Annotated[
             str,
             QueryParameter(
-                pattern=_DURATION, description="How far back to look for a value (max 7d)."
+                max_length=12,
+                pattern=_DURATION,
+                description="How far back to look for a value (max 7d).",
             ),
         ] = "1h",
         limit: LimitQuery = 1000,
@@ -211,6 +219,7 @@ class MetricsQueryController(Controller):
         step: Annotated[
             str | None,
             QueryParameter(
+                max_length=12,
                 pattern=_DURATION,
                 description="Aggregate into steps (60s, 5m, 1h): avg/min/max/last/count "
                 "per step. Without it, raw samples (at most a day).",

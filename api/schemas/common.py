@@ -72,7 +72,9 @@ LimitQuery = Annotated[
 _NEXT = "`next_cursor` of the previous page; omit for the first page."
 IdCursorQuery = Annotated[
     str | None,
-    QueryParameter(pattern=r"^[0-9]{1,15}$", description=f"{_NEXT} (the last item's id)"),
+    QueryParameter(
+        max_length=15, pattern=r"^[0-9]{1,15}$", description=f"{_NEXT} (the last item's id)"
+    ),
 ]
 NameCursorQuery = Annotated[
     str | None,
@@ -85,6 +87,7 @@ NameCursorQuery = Annotated[
 TimeCursorQuery = Annotated[
     str | None,
     QueryParameter(
+        max_length=33,
         pattern=r"^(-[0-9]{1,16}|[0-9]{1,17})_[0-9]{1,15}$",
         description=f"{_NEXT} (the last item's time, µs since 1970, and id)",
     ),
