@@ -14,6 +14,10 @@ a request the API must accept (positive_data_acceptance) and the run keeps its c
   is declared, such as ``device=true``, is dropped when that value is a valid item: on the
   wire it is the one-item list ``["true"]``, so the request is valid and the API rightly
   accepts it (schemathesis judges the value before serialisation);
+- with a token limited to a site (NETMON_SCOPE_SITE), what a positive case would make or
+  change is put within that site: a device in it, a token limited to it, a rule, silence
+  or webhook whose only matcher on ``site`` names it. Anything else is rightly refused
+  (403), and the run would hardly see the operation succeed;
 - a webhook URL that the schema allows goes to loopback, which the run's
   ``alerts.webhooks.allow`` lists: the allow list is configuration, and a URL elsewhere
   would have the API resolve random host names;
@@ -165,6 +169,33 @@ def _mend_webhook(case: schemathesis.Case) -> None:
             body[name] = "30s" if name != "repeat_interval" else "4h"
 
 
+def _within_scope(case: schemathesis.Case) -> None:
+    site = os.environ.get("NETMON_SCOPE_SITE")
+    if not site:
+        return
+    for path, methods, fix in (
+        ("/api/v1/devices", ("POST",), lambda b: b.__setitem__("site", site)),
+        ("/api/v1/devices/{device_id}", ("PATCH",), lambda b: b.pop("site", None)),
+        ("/api/v1/tokens", ("POST",), lambda b: b.__setitem__("sites", [site])),
+        ("/api/v1/rules", ("POST",), lambda b: _confine(b, site)),
+        ("/api/v1/rules/{name}", ("PUT",), lambda b: _confine(b, site)),
+        ("/api/v1/silences", ("POST",), lambda b: _confine(b, site)),
+        ("/api/v1/webhooks", ("POST",), lambda b: _confine(b, site)),
+        ("/api/v1/webhooks/{webhook_id}", ("PATCH",), lambda b: _confine(b, site, only_if=True)),
+    ):
+        body = _body(case, path, *methods)
+        if body is not None:
+            fix(body)
+
+
+def _confine(body: dict[str, Any], site: str, *, only_if: bool = False) -> None:
+    matchers = body.get("matchers")
+    if only_if and matchers is None:
+        return
+    kept = [m for m in matchers or [] if isinstance(m, str) and not re.match(r"\s*site\s*[=!]", m)]
+    body["matchers"] = [f'site="{site}"', *kept][:50]
+
+
 def _mend_metrics_query(case: schemathesis.Case) -> None:
     if case.operation.path not in ("/api/v1/metrics/last", "/api/v1/metrics/range"):
         return
@@ -246,3 +277,4 @@ def before_call(ctx: Any, case: schemathesis.Case, **kwargs: Any) -> None:
         _mend_silence(case)
         _mend_webhook(case)
         _mend_metrics_query(case)
+        _within_scope(case)

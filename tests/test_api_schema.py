@@ -2,10 +2,12 @@
 fuzzing, stateful) and every check, over real HTTP to a real server on loopback with a
 real database holding devices, series, samples, events and alerting rows.
 
-Run once with an admin token (every operation can succeed, and must for some input) and
-once with a viewer token (the writes answer 403, as documented). The configuration and
-the hooks, with why each is there, are tests/schemathesis.toml and
-tests/schemathesis_hooks.py; a failure prints the seed and a curl command to replay it.
+Run with a token of each role for every site (an admin's operations can each succeed, and
+must for some input; a viewer's writes answer 403, as documented) and with an admin token
+limited to lon1 (what lies within lon1 can succeed; what reaches every site answers 403),
+each with two workers sending at once. The configuration and the hooks, with why each is
+there, are tests/schemathesis.toml and tests/schemathesis_hooks.py; a failure prints the
+seed and a curl command to replay it.
 
 Not covered here, as an OpenAPI document cannot describe them: the WebSocket feeds
 (/ws/*; tests/test_api_feeds.py, tests/test_api_access.py) and /schema itself.
@@ -26,6 +28,7 @@ import pytest
 from netmon.records import DeviceEvent, Sample, SeriesKey
 from netmon.store.configs import save_config
 from netmon.store.devices import DeviceInfo, sync_devices
+from netmon.store.tokens import create_token
 from netmon.store.writer import SampleWriter
 from tests.api_helpers import Api, api_database_url, running_api
 from tests.test_api_access import MATRIX
@@ -36,6 +39,7 @@ from tests.test_api_alerts import (
     insert_outbox,
     insert_webhook,
 )
+from tests.test_api_scope import GLOBAL_ONLY as SCOPE_GLOBAL_ONLY
 
 __all__ = ["api_database_url"]
 
@@ -43,15 +47,25 @@ ROOT = Path(__file__).resolve().parent.parent
 CONFIG = Path(__file__).with_name("schemathesis.toml")
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
 PHASES = "examples,coverage,fuzzing,stateful"
-# Cases per operation and phase: well under a minute per run on two cores.
-MAX_EXAMPLES = {"admin": 60, "viewer": 25}
+# Cases per operation and phase: about a minute per run on two cores.
+MAX_EXAMPLES = {"admin": 60, "operator": 25, "viewer": 25, "lon1-admin": 40}
+WORKERS = "2"
+
+
 # What a viewer may not do (operator and admin routes, from the access matrix): 403
 # whatever the input.
-NOT_FOR_VIEWERS = {
-    f"{method} {path}"
-    for (method, path), role in MATRIX.items()
-    if role in ("operator", "admin") and method != "WS"
-}
+def _below(role: str) -> set[str]:
+    """What this role may not do (from the access matrix): 403 whatever the input."""
+    over = {"viewer": ("operator", "admin"), "operator": ("admin",)}.get(role, ())
+    return {
+        f"{method} {path}"
+        for (method, path), least in MATRIX.items()
+        if least in over and method != "WS"
+    }
+
+
+# What a token limited to sites may never do: it reaches every site.
+GLOBAL_ONLY = {f"{method} {path}" for method, path in SCOPE_GLOBAL_ONLY}
 
 
 async def seed(api: Api) -> None:
@@ -127,18 +141,36 @@ async def seed_alerting(api: Api) -> None:
             "/api/v1/silences", json={"matchers": ["site=lon1"], "duration": "1d"}
         )
         assert silence.status_code == 201, silence.text
+        # Within lon1, for the run with a token limited to it.
+        lon1 = {"name": "lon1-cpu", "metric": "cpuUtilization", "value": 95}
+        made = await c.post("/api/v1/rules", json={**lon1, "matchers": ['site="lon1"']})
+        assert made.status_code == 201, made.text
     async with api.db.pool.acquire() as conn:
         await conn.execute(
             "INSERT INTO alert_rules (name, source, definition, created_by) VALUES "
             """('device-unreachable', 'file', '{"name": "device-unreachable", "kind": "state", """
             """"state": "device_unreachable", "severity": "critical"}', 'builtin')"""
         )
+    # A webhook confined to lon1, with messages about lon1's alerts only (r0 and r2): the
+    # first ids, which generated requests try most, so that the run limited to lon1 can
+    # redeliver one.
+    confined = await insert_webhook(api.db, "lon1-noc")
+    async with api.db.pool.acquire() as conn:
+        await conn.execute(
+            """UPDATE webhooks SET matchers = '["site=\\"lon1\\""]' WHERE id = $1""", confined
+        )
+    lon1_alerts = [a for i, a in enumerate(ids) if i % 2 == 0][:2]
+    for state in ("dead", "delivered", "dead", "dead"):
+        await insert_outbox(api.db, confined, lon1_alerts, state)
     hook = await insert_webhook(api.db)
     for state in ("dead", "delivered", "pending", "dead", "dead"):
         await insert_outbox(api.db, hook, ids[:2], state)
 
 
 async def run_schemathesis(api: Api, role: str, report_dir: Path) -> tuple[int, str]:
+    scoped = role == "lon1-admin"
+    if scoped:
+        api.tokens[role] = await scoped_admin(api)
     async with api.db.pool.acquire() as conn:
         ours = [str(r["id"]) for r in await conn.fetch("SELECT id FROM api_tokens")]
         hooks = [str(r["id"]) for r in await conn.fetch("SELECT id FROM webhooks")]
@@ -146,7 +178,8 @@ async def run_schemathesis(api: Api, role: str, report_dir: Path) -> tuple[int, 
         **os.environ,
         "NETMON_API_TOKEN": api.tokens[role],
         "NETMON_PROTECTED_TOKEN_IDS": ",".join(ours),  # the run must not revoke them
-        "NETMON_PROTECTED_WEBHOOK_IDS": ",".join(hooks),  # nor delete the seeded webhook
+        "NETMON_PROTECTED_WEBHOOK_IDS": ",".join(hooks),  # nor delete the seeded webhooks
+        "NETMON_SCOPE_SITE": "lon1" if scoped else "",  # bodies made within the token's site
         "PYTHONPATH": str(ROOT),  # for the hooks module
     }
     proc = await asyncio.create_subprocess_exec(
@@ -161,6 +194,8 @@ async def run_schemathesis(api: Api, role: str, report_dir: Path) -> tuple[int, 
         PHASES,
         "--max-examples",
         str(MAX_EXAMPLES[role]),
+        "--workers",
+        WORKERS,
         "--generation-database",
         "none",
         "--no-color",
@@ -197,8 +232,21 @@ def statuses(report_dir: Path) -> dict[str, Counter[int]]:
     return seen
 
 
+async def scoped_admin(api: Api) -> str:
+    async with api.db.pool.acquire() as conn:
+        _, token = await create_token(
+            conn,
+            name="schemathesis-lon1",
+            role="admin",
+            created_by="test",
+            pepper=api.ctx.settings.api.resolved_pepper(),
+            sites=["lon1"],
+        )
+    return token
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("role", ["viewer", "admin"])
+@pytest.mark.parametrize("role", ["viewer", "operator", "admin", "lon1-admin"])
 async def test_schemathesis_finds_nothing(role: str, api_database_url: str, tmp_path: Path) -> None:
     settings = alert_settings(api_database_url, tmp_path / "data", rate_limit=0)
     report_dir = tmp_path / "schemathesis"
@@ -217,7 +265,7 @@ async def test_schemathesis_finds_nothing(role: str, api_database_url: str, tmp_
         summary = out.strip().splitlines()[-1]  # "== No issues found in 9s ==", "== 1 warning ..."
         assert "failure" not in summary, out
         assert "error" not in summary, out
-        if role == "admin":
+        if role in ("admin", "lon1-admin"):
             assert "WARNINGS" not in out, out  # e.g. operations that only ever saw a 401
         # The run kept its credentials: nothing it did revoked them.
         async with api.client(role) as c:
@@ -229,7 +277,8 @@ async def test_schemathesis_finds_nothing(role: str, api_database_url: str, tmp_
     for operation in sorted(documented):
         answered = seen[operation]
         succeeded = sum(n for status, n in answered.items() if 200 <= status < 300)
-        if role == "viewer" and operation in NOT_FOR_VIEWERS:
+        refused = _below(role) | (GLOBAL_ONLY if role == "lon1-admin" else set())
+        if operation in refused:
             assert succeeded == 0, (operation, answered)
             assert answered[403] > 0, (operation, answered)
         else:
