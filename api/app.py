@@ -77,6 +77,7 @@ def create_app(ctx: ApiContext, *, manage_db: bool = False) -> Litestar:
     settings = ctx.settings.api
     tokens = ctx.tokens = TokenCache(ctx.db, settings)
     hub = ctx.hub = FeedHub(ctx.db, ctx.settings)
+    hub.on_token_revoked = tokens.forget
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:

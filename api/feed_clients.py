@@ -65,7 +65,7 @@ from typing import TYPE_CHECKING, Literal
 
 import msgspec
 
-from netmon.alerts.matchers import Matcher, matches_all, parse_matchers
+from netmon.alerts.matchers import MAX_PROGRAM, Matcher, matches_all, parse_matchers
 from netmon.alerts.model import SEVERITIES, AlertView, severity_rank
 from netmon.alerts.model import Severity as AlertSeverity
 from netmon.api.feed_meta import SeriesMeta
@@ -145,6 +145,10 @@ class AlertFilter:
         return severity_rank(alert.severity) <= self.max_rank and matches_all(
             self.matchers, alert.match_labels(), alert.tags
         )
+
+    @property
+    def program_size(self) -> int:
+        return sum(m.program_size for m in self.matchers)
 
 
 Filter = SampleFilter | EventFilter | AlertFilter
@@ -298,6 +302,18 @@ class FeedClient:
             raise TooManySubscriptionsError(
                 f"at most {self.hub.max_subscriptions} subscriptions per connection"
             )
+        if isinstance(spec, AlertFilter):
+            # What one alert change may cost this connection, whatever its subscriptions:
+            # one list's worth of RE2 program (netmon.alerts.matchers.MAX_PROGRAM).
+            held = sum(
+                f.program_size for f in self.subscriptions.values() if isinstance(f, AlertFilter)
+            )
+            if held + spec.program_size > MAX_PROGRAM:
+                raise TooManySubscriptionsError(
+                    f"the regular expressions of this connection's subscriptions would compile "
+                    f"to {held + spec.program_size:,} RE2 instructions; {MAX_PROGRAM:,} are "
+                    "allowed for one connection"
+                )
         sub_id = next(self._ids)
         self.subscriptions[sub_id] = spec
         self.hub.regroup(self)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -85,6 +86,9 @@ MESSAGE_EVENTS = 100
 # Notifications waiting for the fan-out: beyond this, the fan-out cannot keep up with the
 # writers and the oldest are dropped (every client is told by a gap).
 INBOX_MAX = 20_000
+# Longest stretch the alert fan-out runs its clients' matchers before it lets the event
+# loop serve others.
+_SLICE = 0.005
 # First and longest pause between reconnects of the LISTEN connection, and how often an
 # idle one is checked (a half-open TCP connection tells nobody it died).
 RETRY_MIN = 0.2
@@ -161,6 +165,10 @@ class FeedHub:
         self.reconnects = 0  # LISTEN connections re-established after a loss
         self.errors = 0  # fan-out rounds that failed (logged)
         self.refused = 0  # connections refused: too many clients, in all or of a token
+        # Called on every token revocation any process announces: the app points it at
+        # its HTTP token cache, so that requests, too, stop at once rather than within
+        # api.token_cache.
+        self.on_token_revoked: Callable[[], None] | None = None
 
     @property
     def listening(self) -> bool:
@@ -355,7 +363,7 @@ class FeedHub:
         if events:
             await self._fan_out_events(events)
         if alerts:
-            self._fan_out_alerts(alerts)
+            await self._fan_out_alerts(alerts)
 
     def _on_control(self, payload: str) -> None:
         control = decode_control(payload)
@@ -366,6 +374,8 @@ class FeedHub:
             token_id = control.args.get("id")
             if isinstance(token_id, int):
                 self.tokens.revoked(token_id)
+            if self.on_token_revoked is not None:
+                self.on_token_revoked()
 
     async def _fan_out_samples(self, samples: list[WireSample]) -> None:
         if not self._kind_groups["metrics"]:
@@ -479,13 +489,20 @@ class FeedHub:
                 for message in messages:
                     client.offer(message)
 
-    def _fan_out_alerts(self, changes: list[AlertChange]) -> None:
+    async def _fan_out_alerts(self, changes: list[AlertChange]) -> None:
         """One message per change, in the order they were committed; an alert carries
-        its device's site, so no metadata is needed."""
+        its device's site, so no metadata is needed. Clients' matchers are regular
+        expressions: each group costs at most one connection's budget of RE2 program
+        (milliseconds at worst), and the loop is given back between groups once a round
+        has run for ``_SLICE`` seconds, so no set of subscriptions stalls the API."""
         groups = list(self._kind_groups["alerts"])
+        started = time.perf_counter()
         for change in changes:
             message: str | None = None
             for group in groups:
+                if time.perf_counter() - started > _SLICE:
+                    await asyncio.sleep(0)
+                    started = time.perf_counter()
                 if group.wants_alert(change.alert):
                     if message is None:
                         message = _encode(

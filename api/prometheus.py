@@ -96,6 +96,7 @@ class NetmonCollector:
     def collect(self) -> Iterable[Metric]:
         yield _build_info_family()
         yield from self._feeds()
+        yield from self._feed_tokens()
         yield from self._http()
 
     def _feeds(self) -> Iterable[Metric]:
@@ -142,10 +143,29 @@ class NetmonCollector:
                 "netmon_websocket_fanout_errors",
                 "Fan-out rounds that failed (logged); their messages were not delivered.",
             ),
+            (
+                "refused",
+                "netmon_websocket_refused",
+                "Feed connections refused with 1013: the process held api.ws_max_clients, or "
+                "the token api.ws_max_clients_per_token.",
+            ),
         ):
             value = _count(getattr(hub, attr, None))
             if value is not None:
                 yield CounterMetricFamily(name, doc, value=value)
+
+    def _feed_tokens(self) -> Iterable[Metric]:
+        hub = self.ctx.hub
+        if hub is None:
+            return
+        closed = CounterMetricFamily(
+            "netmon_websocket_closed_by_token",
+            "Feed connections closed with 1008 because their token was revoked or expired.",
+            labels=["reason"],
+        )
+        closed.add_metric(["revoked"], hub.tokens.closed_revoked)
+        closed.add_metric(["expired"], hub.tokens.closed_expired)
+        yield closed
 
     def _http(self) -> Iterable[Metric]:
         guard = self.ctx.guard

@@ -32,6 +32,7 @@ from netmon.api.feeds import (
     TooManyClientsError,
     TooManySubscriptionsError,
 )
+from netmon.api.problems import is_too_deep
 from netmon.logs import get_logger
 
 __all__ = ["LiveController"]
@@ -154,6 +155,10 @@ def _answer(client: FeedClient, kind: FeedKind, data: str | bytes) -> dict[str, 
         command = _command.decode(data)
     except msgspec.DecodeError as exc:
         return _error(f'expected {{"subscribe": {{...}}}} or {{"unsubscribe": <id>}}: {exc}')
+    except RecursionError as exc:
+        if not is_too_deep(exc):
+            raise
+        return _error("the message is nested too deeply")
     if (command.subscribe is None) == (command.unsubscribe is None):
         return _error('send exactly one of "subscribe" and "unsubscribe"')
     if command.unsubscribe is not None:
