@@ -224,9 +224,16 @@ def test_embedded_database_stops_after_a_killed_run_is_followed_by_a_clean_one(t
     pid_file = tmp_path / "data" / "postgres" / "postmaster.pid"
     with netmon_run(env) as killed:
         _wait_for(killed, "netmon running", timeout=90)
+        api_pids = _logged(killed, "api processes started")["pids"]
         killed.kill()
         killed.wait()
     assert pid_file.exists()
+    # Its API processes do not outlive it (they would hold the port): they stop once
+    # orphaned.
+    deadline = time.monotonic() + 15
+    while any(_alive(pid) for pid in api_pids):
+        assert time.monotonic() < deadline, "an API process outlived its killed netmon"
+        time.sleep(0.2)
     try:
         with netmon_run(env) as proc:
             _wait_for(proc, "netmon running", timeout=90)
@@ -237,6 +244,15 @@ def test_embedded_database_stops_after_a_killed_run_is_followed_by_a_clean_one(t
         if outlived:  # stop the server this test started, by its own PID
             os.kill(int(pid_file.read_text().split()[0]), signal.SIGINT)
     assert not outlived, "embedded PostgreSQL outlived the clean stop"
+
+
+def _alive(pid: int) -> bool:
+    """Running, as opposed to gone or a zombie nobody reaped (a container's init may not)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in status
 
 
 @pytest.mark.slow
