@@ -52,9 +52,10 @@ from _contract import environment, main, percentile, repeat, stderr
 from netmon.alerts.engine import AlertEngine, DeviceAttrs
 from netmon.alerts.rules import Rule, parse_rule
 from netmon.alerts.service import AlertService
-from netmon.api.context import ApiContext, Runtime
+from netmon.api.context import ApiContext
 from netmon.api.server import ApiServer
 from netmon.config import Settings, load_settings
+from netmon.core_control import LocalCore
 from netmon.records import Sample, SeriesKey
 from netmon.store.batcher import Batcher
 from netmon.store.database import Database
@@ -120,8 +121,8 @@ class Stack:
         await self.alerts.start()
         self.batcher.observe = self.alerts.observe
         self.alerts.recorder.on_commit = self._committed
-        runtime = Runtime(self.writer, self.batcher, None, self.alerts)
-        self.api = ApiServer(ApiContext(self.settings, self.db, runtime))
+        core = LocalCore(writer=self.writer, batcher=self.batcher, alerts=self.alerts)
+        self.api = ApiServer(ApiContext(self.settings, self.db, core))
         await self.api.start()
         async with self.db.pool.acquire() as conn:
             _, self.token = await create_token(

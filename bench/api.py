@@ -79,6 +79,7 @@ from typing import Any
 
 import asyncpg
 from _contract import emit, environment, main, median_figures, percentile, progress, stderr
+from _process import Process
 from litestar import Litestar, MediaType, Response, get
 
 from netmon.api.schemas.devices import INTERFACE_METRICS
@@ -356,51 +357,6 @@ def machine_cpu() -> tuple[float, float]:
     return (total - idle) / _TICK, total / _TICK
 
 
-class Process:
-    """A server we started, in a session of its own: stopped by its id, whole group."""
-
-    def __init__(self, argv: list[str], env: dict[str, str], log: Path, cwd: Path) -> None:
-        self.log = log
-        self._out = log.open("ab")
-        self.proc = subprocess.Popen(
-            argv,
-            env=env,
-            cwd=cwd,
-            stdin=subprocess.DEVNULL,
-            stdout=self._out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def cpu(self) -> float:
-        return group_cpu(self.pid)
-
-    def tail(self) -> str:
-        try:
-            return self.log.read_text(errors="replace")[-3000:]
-        except OSError:
-            return ""
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.pid, signal.SIGKILL)
-                self.proc.wait(timeout=5)
-        # Workers of a supervisor that died first: same group, ours.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pid, signal.SIGKILL)
-        self._out.close()
-
-
 def http_get(url: str, token: str | None = None, timeout: float = 30.0) -> tuple[int, bytes]:
     request = urllib.request.Request(url)
     if token:
@@ -431,6 +387,8 @@ def netmon_env(url: str, data_dir: Path) -> dict[str, str]:
         NETMON_DATABASE__URL=url,
         NETMON_DATA_DIR=str(data_dir),
         NETMON_API__RATE_LIMIT="0",  # the benchmark is one token at thousands of requests/s
+        # ... and its live-feed stage holds 100 clients of that one token.
+        NETMON_API__WS_MAX_CLIENTS_PER_TOKEN="1000",
         NETMON_LOG__LEVEL="warning",
         NETMON_LOG__FORMAT="json",
         PYTHONUNBUFFERED="1",
@@ -620,12 +578,12 @@ async def measure(
     """Warm up, then one measured wrk run; CPU of server, PostgreSQL, wrk and the rest."""
     await wrk(base, token, paths_file, warmup)
     pg_before = _pids_cpu(await backend_pids(conn))
-    api_before = server.cpu()
+    api_before = group_cpu(server.pid)
     busy_before, total_before = machine_cpu()
     _reaped_cpu()
     summary, wrk_cpu = await wrk(base, token, paths_file, seconds)
     busy_after, total_after = machine_cpu()
-    api_cpu = server.cpu() - api_before
+    api_cpu = group_cpu(server.pid) - api_before
     pg_after = _pids_cpu(await backend_pids(conn))
     pg_cpu = sum(v - pg_before.get(pid, 0.0) for pid, v in pg_after.items())
     elapsed = summary["duration_us"] / 1e6
@@ -764,7 +722,7 @@ async def live_feed(
                     f"subscribers did not start: {line!r}\n"
                     + (data_dir / "subscribers-0.log").read_text()[-2000:]
                 )
-        api_before = server.cpu()
+        api_before = group_cpu(server.pid)
         clients_before = sum(group_cpu(c.pid) for c in clients)
         busy_before, _ = machine_cpu()
         own_before = time.process_time()
@@ -772,7 +730,7 @@ async def live_feed(
         expected = await produce(url, data_dir, names, rate, seconds)
         elapsed = time.monotonic() - started
         cpu = {
-            "api_cores": (server.cpu() - api_before) / elapsed,
+            "api_cores": (group_cpu(server.pid) - api_before) / elapsed,
             "subscriber_cores": (sum(group_cpu(c.pid) for c in clients) - clients_before) / elapsed,
             # the producer (SampleWriter) runs in this process
             "producer_cores": (time.process_time() - own_before) / elapsed,

@@ -51,10 +51,8 @@ import contextlib
 import itertools
 import json
 import os
-import signal
 import socket
 import statistics
-import subprocess
 import sys
 import time
 import urllib.request
@@ -64,6 +62,7 @@ from pathlib import Path
 from typing import Any
 
 from _contract import emit, environment, main, median_figures, stderr
+from _process import Process
 
 from netmon.config import ApiSettings, load_settings
 from netmon.records import Sample, SeriesKey
@@ -138,33 +137,22 @@ class Server:
         )
         argv = [sys.executable, "-m", "netmon", "api", "--host", "127.0.0.1"]
         argv += ["--port", str(port)]
-        self._out = self.log.open("ab")
-        self.proc = subprocess.Popen(
-            argv,
-            env=env,
-            cwd=data_dir,
-            stdin=subprocess.DEVNULL,
-            stdout=self._out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        self.process = Process(argv, env, self.log, data_dir)
 
     @property
     def pid(self) -> int:
-        return self.proc.pid
+        return self.process.pid
 
     def tail(self) -> str:
-        try:
-            return self.log.read_text(errors="replace")[-3000:]
-        except OSError:
-            return ""
+        return self.process.tail()
 
     async def wait_ready(self, within: float = 90.0) -> None:
         deadline = time.monotonic() + within
         url = f"http://127.0.0.1:{self.port}/health/live"
         while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the server exited ({self.proc.returncode}):\n{self.tail()}")
+            proc = self.process.proc
+            if proc.poll() is not None:
+                raise RuntimeError(f"the server exited ({proc.returncode}):\n{self.tail()}")
             with contextlib.suppress(OSError):
                 status = await asyncio.to_thread(_status, url)
                 if status == 200:
@@ -182,16 +170,7 @@ class Server:
         return float(statistics.median(values))
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.pid, signal.SIGKILL)
-                self.proc.wait(timeout=5)
-        self._out.close()
+        self.process.stop()
 
 
 def _status(url: str) -> int:

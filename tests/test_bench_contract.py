@@ -45,6 +45,11 @@ REQUIRED = {
         "baseline": {"samples_per_s"},
         "ratio": {"samples_per_s"},
     },
+    "matchers": {
+        "figures": {"worst_us", "typical_us", "catastrophic_us"},
+        "baseline": {"typical_us", "catastrophic_us"},
+        "ratio": {"typical_us", "catastrophic_us"},
+    },
     "netconf": {
         "figures": {"cpu_ms_per_device", "backup_cpu_ms_per_device", "collect_cpu_ms_per_device"},
         "baseline": {"cpu_ms_per_device", "backup_cpu_ms_per_device"},
