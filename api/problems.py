@@ -21,6 +21,7 @@ from litestar import Request, Response
 from litestar.exceptions import ClientException, HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 
+from netmon.errors import CoreUnavailableError
 from netmon.logs import get_logger
 from netmon.store.database import is_connection_error
 
@@ -167,6 +168,11 @@ def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Respons
         # msgspec's own bound on nesting (the interpreter's recursion limit), met while
         # reading the body: the client's document, not a fault of ours.
         return problem(400, "the JSON body is nested too deeply", path)
+    if isinstance(exc, CoreUnavailableError):
+        log.warning("core unavailable", path=path, error=str(exc))
+        response = problem(503, f"{exc}; retry shortly", path)
+        response.headers["Retry-After"] = "5"
+        return response
     if is_connection_error(exc):
         log.warning("database unreachable", path=path, error=f"{type(exc).__name__}: {exc}")
         response = problem(503, "the database is not reachable; retry shortly", path)

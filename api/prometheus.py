@@ -47,6 +47,7 @@ from netmon.api.device_export import (
     fetch_device_samples,
 )
 from netmon.api.http_stats import HttpStats, recorded_http_stats
+from netmon.errors import CoreUnavailableError
 from netmon.histogram import Histogram
 from netmon.logs import get_logger
 from netmon.store.database import is_connection_error
@@ -249,7 +250,7 @@ class MetricsExporter:
         assert self.ctx.core is not None
         try:
             figures = await self.ctx.core.exposition()
-        except (OSError, RuntimeError, ValueError) as exc:
+        except CoreUnavailableError as exc:
             log.warning("the core's figures left out of /metrics", error=str(exc))
             figures = b""
         up = GaugeMetricFamily(

@@ -22,7 +22,11 @@ from typing import Any
 import httpx
 import pytest
 
+from netmon.core_control import RemoteCore
+from tests.api_helpers import api_database_url, make_api_settings, running_api
 from tests.test_cli import _logged, _wait_for, netmon, netmon_run
+
+__all__ = ["api_database_url"]
 
 WRK = shutil.which("wrk")
 
@@ -169,3 +173,18 @@ def test_the_api_process_asks_the_core_and_comes_back_when_killed(tmp_path: Path
         assert len(json.loads(r.text)["items"]) == 4
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
+
+
+async def test_a_core_that_does_not_answer_is_a_503_and_a_missing_figure(
+    api_database_url: str, tmp_path: Path
+) -> None:
+    settings = make_api_settings(api_database_url, tmp_path / "data")
+    core = RemoteCore(tmp_path / "nobody.sock")  # a core that is gone (stopping, killed)
+    async with running_api(settings, core) as api, api.client("admin") as c:
+        reload = await c.post("/api/v1/inventory/reload")
+        assert reload.status_code == 503, reload.text
+        assert reload.headers["content-type"].startswith("application/problem+json")
+        assert "the core did not answer reload" in reload.json()["detail"]
+        assert reload.headers["retry-after"] == "5"
+        page = (await c.get("/metrics")).text
+        assert "\nnetmon_core_up 0.0\n" in page

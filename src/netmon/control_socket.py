@@ -20,7 +20,11 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from netmon.logs import get_logger
+
 __all__ = ["Handler", "request", "request_async", "serve"]
+
+log = get_logger(__name__)
 
 MAX_LINE = 4 << 20  # a reply may hold a whole /metrics page
 
@@ -64,6 +68,10 @@ async def _serve_client(
                 reply = await handler(request)
             except ValueError as exc:  # json.JSONDecodeError is a ValueError too
                 reply = {"ok": False, "error": str(exc)}
+            except Exception as exc:
+                # The asker gets the reason; this process keeps serving.
+                log.exception("control request failed", request=line[:200].decode(errors="replace"))
+                reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
             writer.write(json.dumps(reply).encode() + b"\n")
             await writer.drain()
     except (ConnectionError, ValueError):  # ValueError: a line longer than MAX_LINE

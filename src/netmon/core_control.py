@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from netmon import control_socket
+from netmon.errors import CoreUnavailableError
 
 if TYPE_CHECKING:
     from netmon.alerts.service import AlertService
@@ -150,9 +151,12 @@ class RemoteCore:
         self.path = path
 
     async def _ask(self, body: dict[str, Any], wait_s: float) -> dict[str, Any]:
-        reply = await control_socket.request_async(self.path, body, wait_s)
+        try:
+            reply = await control_socket.request_async(self.path, body, wait_s)
+        except (OSError, ValueError) as exc:  # socket.timeout and refusals are OSErrors
+            raise CoreUnavailableError(f"the core did not answer {body['command']}: {exc}") from exc
         if not reply.get("ok"):
-            raise RuntimeError(f"the core refused {body['command']}: {reply.get('error')}")
+            raise CoreUnavailableError(f"the core refused {body['command']}: {reply.get('error')}")
         return reply
 
     async def reload(self) -> ReloadReply:

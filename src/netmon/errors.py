@@ -16,6 +16,7 @@ only know the standard library still catch it.
     ├── WriteError
     │   └── SpoolError (OSError)        the on-disk spool cannot be written or read
     ├── QueryError (ValueError)         a query asked for something impossible (bad span, step)
+    ├── CoreUnavailableError (ConnectionError)   the API could not ask the core of `netmon run`
     └── CollectionError                 one device could not be polled; the others go on
         ├── TaskError                   a task raised something that is not a CollectionError
         ├── SnmpError
@@ -63,6 +64,7 @@ __all__ = [
     "CliTimeoutError",
     "CollectionError",
     "ConfigError",
+    "CoreUnavailableError",
     "DatabaseError",
     "DatabaseUnavailableError",
     "EmbeddedDatabaseError",
@@ -142,6 +144,11 @@ class SpoolError(WriteError, OSError):
 
 class QueryError(NetmonError, ValueError):
     """A query cannot be answered as asked."""
+
+
+class CoreUnavailableError(NetmonError, ConnectionError):
+    """An API process of ``netmon run`` could not ask its core (poller, writer, alerting)
+    over the control socket: the core is stopping, overloaded, or refused the request."""
 
 
 class CollectionError(NetmonError):
