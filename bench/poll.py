@@ -31,6 +31,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -67,9 +68,10 @@ def options(parser: argparse.ArgumentParser) -> None:
 
 def set_interval(folder: Path, interval: float) -> None:
     groups = folder / "groups.yaml"
-    groups.write_text(
-        groups.read_text().replace("poll_interval: 60s", f"poll_interval: {interval:g}s")
-    )
+    text, n = re.subn(r"poll_interval: \S+", f"poll_interval: {interval:g}s", groups.read_text())
+    if not n:
+        raise RuntimeError(f"{groups}: no poll_interval to set")
+    groups.write_text(text)
 
 
 async def measure_netmon(

@@ -5,6 +5,7 @@ an on-demand backup."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import asyncpg
@@ -20,9 +21,7 @@ INTERFACE_METRICS = {"ifHCInOctets", "ifOperStatus", "ifAdminStatus"}
 
 
 def three_protocol_inventory(lab: Lab, folder: Path) -> Path:
-    write_inventory(lab, folder)
-    groups = folder / "groups.yaml"
-    groups.write_text(groups.read_text().replace("poll_interval: 60s", "poll_interval: 2s"))
+    write_inventory(lab, folder, interval=timedelta(seconds=2))
     return folder
 
 
