@@ -18,7 +18,6 @@ from pathlib import Path
 
 import yaml
 
-from netmon.durations import format_duration
 from netmon.lab.device import device_role
 from netmon.lab.lab import AUTH_KEY_ENV, PRIV_KEY_ENV, SSH_PASSWORD_ENV, Lab, LabParams
 
@@ -67,7 +66,7 @@ def write_inventory(
         header + "lab:\n"
         "  data:\n"
         "    site: lab\n"
-        f"    poll_interval: {format_duration(interval)}\n"
+        f"    poll_interval: {interval.total_seconds():g}s\n"
         "    tasks: [system, interfaces, resources]\n"
     )
     if params.ssh:
