@@ -225,3 +225,26 @@ async def test_a_message_redelivered_twice_at_once(api: Api) -> None:
         return statuses
 
     await rounds(round_)
+
+
+async def test_a_silence_expired_by_a_transaction_that_began_earlier_is_expired_once(
+    api: Api,
+) -> None:
+    # The interleaving CI met: B begins, A begins later but takes the row first, expires
+    # it and commits; B then finds, by its own start (now()), a silence still running,
+    # and expired it a second time (two audit entries).
+    from netmon.alerts.silences import expire_silence, get_silence
+
+    async with api.client("admin") as c:
+        made = await c.post("/api/v1/silences", json={"matchers": ['site="x"'], "duration": "1h"})
+        silence = made.json()["id"]
+    async with api.db.pool.acquire() as b, api.db.pool.acquire() as a, b.transaction():
+        await b.execute("SELECT 1")  # B's transaction, and its now(), begin here
+        await asyncio.sleep(0.05)
+        async with a.transaction():
+            assert await get_silence(a, silence, lock=True) is not None
+            assert await expire_silence(a, silence) is not None
+        seen = await get_silence(b, silence, lock=True)
+        assert seen is not None
+        assert seen.state == "expired"
+        assert await expire_silence(b, silence) is None

@@ -83,13 +83,14 @@ class SilenceRow(msgspec.Struct, frozen=True):
 _SILENCE_COLUMNS = """
 id, name, source, matchers::text AS matchers, starts_at, ends_at, comment, created_by,
 created_at,
-CASE WHEN ends_at <= now() THEN 'expired' WHEN starts_at > now() THEN 'pending'
+CASE WHEN ends_at <= clock_timestamp() THEN 'expired'
+     WHEN starts_at > clock_timestamp() THEN 'pending'
      ELSE 'active' END AS state
 """
 _SILENCE_STATES = {
-    "active": "starts_at <= now() AND ends_at > now()",
-    "pending": "starts_at > now()",
-    "expired": "ends_at <= now()",
+    "active": "starts_at <= clock_timestamp() AND ends_at > clock_timestamp()",
+    "pending": "starts_at > clock_timestamp()",
+    "expired": "ends_at <= clock_timestamp()",
 }
 
 
@@ -179,12 +180,18 @@ async def insert_silence(
 async def expire_silence(conn: asyncpg.Connection, silence_id: int) -> SilenceRow | None:
     """End a silence now. One that has not started yet ends before it starts: its start
     moves to a microsecond before now (a silence must end after it starts). None if it
-    had ended already (nothing changes)."""
+    had ended already (nothing changes).
+
+    "Now" is the clock when the statement runs, not the transaction's start (``now()``):
+    of two expiries racing on one row, the second waits for the first's lock, and its
+    transaction may have begun before the first's; by its own start it would find the
+    silence still running, end it again, and record it twice."""
     row = await conn.fetchrow(
         f"""
         UPDATE silences
-        SET starts_at = least(starts_at, now() - interval '1 microsecond'), ends_at = now()
-        WHERE id = $1 AND ends_at > now()
+        SET starts_at = least(starts_at, t.at - interval '1 microsecond'), ends_at = t.at
+        FROM (SELECT clock_timestamp() AS at) AS t
+        WHERE id = $1 AND ends_at > t.at
         RETURNING {_SILENCE_COLUMNS}
         """,
         silence_id,
