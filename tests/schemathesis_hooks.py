@@ -26,6 +26,10 @@ a request the API must accept (positive_data_acceptance) and the run keeps its c
   a silence that ends after it starts and after now (ends_at or duration, one of them),
   a rule replaced under the name in its path. Positive cases that break one of these are
   mended with the API's own checks (``netmon.api.schemas.alerts``), field by field;
+- with two workers (threads), two may parse a module's source at once to name a lambda
+  (Hypothesis describes filters so), and CPython 3.11's ``ast.parse`` is not safe for
+  that (gh-106905: "AST constructor recursion depth mismatch", a SystemError that ends
+  the run). Hypothesis' lambda descriptions are made one at a time; nothing else changes;
 - the metrics queries have rules across parameters too: a device or a metric, a range
   that ends after it starts and spans at most ``api.range_max``, raw samples for at most
   a day, a lookback of at most 7 days. Positive cases that break them are mended with the
@@ -38,12 +42,14 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import jsonschema_rs
 import msgspec
 import schemathesis
+from hypothesis.internal import lambda_sources
 from litestar.exceptions import ValidationException
 
 from netmon.api.controllers.metrics import lookback_window, range_window
@@ -60,6 +66,17 @@ from netmon.api.schemas.alerts import (
 )
 from netmon.api.schemas.common import ID_MAX
 from netmon.config import ApiSettings
+
+_describing = threading.Lock()
+_lambda_description = lambda_sources.lambda_description
+
+
+def _one_at_a_time(f: Any) -> str:
+    with _describing:
+        return str(_lambda_description(f))
+
+
+lambda_sources.lambda_description = _one_at_a_time
 
 LOOPBACK_URL = "http://127.0.0.1:9/hook"
 RANGE_MAX = ApiSettings().range_max  # the run keeps the default (tests/test_api_schema.py)
