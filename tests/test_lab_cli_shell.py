@@ -189,6 +189,36 @@ async def test_netmiko_cisco_ios_drives_the_lab_shell(lab_cli: LabCli) -> None:
     assert out["config"].rstrip().endswith("end")
 
 
+async def test_the_shell_echoes_in_order_so_prompts_stand_on_their_own_lines(
+    lab_cli: LabCli,
+) -> None:
+    # asyncssh's line editor echoed input at once: two Enters sent together came back as
+    # "\n\nlab-0001>lab-0001>", which netmiko's find_prompt took for the prompt; the next
+    # command then waited for that doubled prompt until its timeout ("no prompt within
+    # 10s" on a lab CLI device every few hundred polls).
+    async with asyncssh.connect(
+        "127.0.0.1",
+        lab_cli.ssh_port,
+        username=USER,
+        password=PASSWORD,
+        known_hosts=None,
+        client_keys=None,
+    ) as conn:
+        writer, reader, _ = await conn.open_session(term_type="vt100")
+        first = await asyncio.wait_for(reader.readuntil(f"{DEVICE}>"), 5)
+        writer.write("\n\nshow clock\n")
+        answer = ""
+        while answer.count(f"{DEVICE}>") < 3:
+            answer += await asyncio.wait_for(reader.read(1024), 5)
+        writer.close()
+    # A terminal's line ends are CR LF.
+    assert first == f"\r\n{DEVICE}>"
+    lines = answer.replace("\r\n", "\n").split("\n")
+    assert lines[:3] == ["", f"{DEVICE}>", f"{DEVICE}>show clock"]
+    assert lines[-1] == f"{DEVICE}>"
+    assert "% Invalid input detected" in answer
+
+
 async def test_an_exec_request_runs_one_command(lab_cli: LabCli) -> None:
     async with asyncssh.connect(
         "127.0.0.1",

@@ -102,6 +102,15 @@ async def serve_shell(device: Device, process: asyncssh.SSHServerProcess[str]) -
             output, _ = session.run(process.command)
             process.stdout.write(output)
             return
+        # A device echoes what is typed in order with what it answers: the echo of an
+        # Enter, then the prompt. asyncssh's line editor echoes at once instead, so two
+        # Enters sent together came back as both echoes and then both prompts on one
+        # line ("lab-0003#lab-0003#"); netmiko took that for the prompt and waited for
+        # it after the next command until its timeout. The line editor is off and the
+        # shell echoes each line itself, in order.
+        echo = process.get_terminal_type() is not None
+        if echo:
+            process.channel.set_line_mode(False)
         process.stdout.write(f"\n{session.prompt}")
         while True:
             try:
@@ -110,7 +119,10 @@ async def serve_shell(device: Device, process: asyncssh.SSHServerProcess[str]) -
                 continue
             if not line:
                 return  # end of input
-            output, more = session.run(line.rstrip("\r\n"))
+            command = line.rstrip("\r\n")
+            if echo:
+                process.stdout.write(f"{command}\n")
+            output, more = session.run(command)
             if output:
                 process.stdout.write(output if output.endswith("\n") else output + "\n")
             if not more:
