@@ -26,10 +26,11 @@ a request the API must accept (positive_data_acceptance) and the run keeps its c
   a silence that ends after it starts and after now (ends_at or duration, one of them),
   a rule replaced under the name in its path. Positive cases that break one of these are
   mended with the API's own checks (``netmon.api.schemas.alerts``), field by field;
-- with two workers (threads), two may parse a module's source at once to name a lambda
-  (Hypothesis describes filters so), and CPython 3.11's ``ast.parse`` is not safe for
-  that (gh-106905: "AST constructor recursion depth mismatch", a SystemError that ends
-  the run). Hypothesis' lambda descriptions are made one at a time; nothing else changes;
+- with two workers (threads), two may parse Python source at once (Hypothesis does, to
+  name the lambdas of its filters, and to pretty-print), and CPython 3.11's AST
+  construction is not safe for that (gh-106905: "AST constructor recursion depth
+  mismatch", a SystemError that ends the run). ``ast.parse`` is made one call at a time
+  in this process; nothing else changes;
 - the metrics queries have rules across parameters too: a device or a metric, a range
   that ends after it starts and spans at most ``api.range_max``, raw samples for at most
   a day, a lookback of at most 7 days. Positive cases that break them are mended with the
@@ -40,6 +41,7 @@ a request the API must accept (positive_data_acceptance) and the run keeps its c
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import threading
@@ -49,7 +51,6 @@ from typing import Any
 import jsonschema_rs
 import msgspec
 import schemathesis
-from hypothesis.internal import lambda_sources
 from litestar.exceptions import ValidationException
 
 from netmon.api.controllers.metrics import lookback_window, range_window
@@ -67,16 +68,16 @@ from netmon.api.schemas.alerts import (
 from netmon.api.schemas.common import ID_MAX
 from netmon.config import ApiSettings
 
-_describing = threading.Lock()
-_lambda_description = lambda_sources.lambda_description
+_parsing = threading.Lock()
+_parse = ast.parse
 
 
-def _one_at_a_time(f: Any) -> str:
-    with _describing:
-        return str(_lambda_description(f))
+def _one_at_a_time(*args: Any, **kwargs: Any) -> Any:
+    with _parsing:
+        return _parse(*args, **kwargs)
 
 
-lambda_sources.lambda_description = _one_at_a_time
+ast.parse = _one_at_a_time
 
 LOOPBACK_URL = "http://127.0.0.1:9/hook"
 RANGE_MAX = ApiSettings().range_max  # the run keeps the default (tests/test_api_schema.py)

@@ -31,13 +31,18 @@ __all__ = ["api_database_url"]
 WRK = shutil.which("wrk")
 
 
+# Twelve times the default rate, the lab's SSH devices backing their configurations up at
+# every poll: about 40 % of a CPU for the core, with or without the API's load.
+INTERVAL_S = 5
+
+
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
     env = {
         **os.environ,
         "NETMON_DATA_DIR": str(tmp_path / "data"),
         "NETMON_LOG__FORMAT": "json",
         "NETMON_LAB__BASE_PORT": "0",
-        "NETMON_POLLER__INTERVAL": "5s",
+        "NETMON_POLLER__INTERVAL": f"{INTERVAL_S}s",
         **extra,
     }
     env.pop("NETMON_DATABASE__URL", None)  # the embedded server, as `./dev run`
@@ -99,14 +104,20 @@ def test_api_load_neither_fails_nor_delays_a_poll(tmp_path: Path) -> None:
         before = _wait_polling(url, headers, polls=20)
         ok0, failed0, late0 = _polls(before)
         # Two loads at once for 30 s: cheap refusals (no token: 401) and database reads.
+        # The load generators stand for clients on other machines: they run niced, so that
+        # on this one they do not take the CPU from the system they measure.
         loads = [
             subprocess.Popen(
-                [WRK, "-t", "1", "-c", "64", "-d", "30s", "--latency", f"{url}/api/v1/devices"],
+                [
+                    "nice", "-n", "10",
+                    WRK, "-t", "1", "-c", "64", "-d", "30s", "--latency", f"{url}/api/v1/devices",
+                ],
                 stdout=subprocess.PIPE,
                 text=True,
             ),
             subprocess.Popen(
                 [
+                    "nice", "-n", "10",
                     WRK, "-t", "1", "-c", "64", "-d", "30s",
                     "-H", f"Authorization: {headers['Authorization']}",
                     f"{url}/api/v1/metrics/last?device=lab-0003&limit=1000",
@@ -124,9 +135,10 @@ def test_api_load_neither_fails_nor_delays_a_poll(tmp_path: Path) -> None:
         after = _figures(url, headers)
         ok1, failed1, late1 = _polls(after)
         assert served > 3000, served  # it was load: the API answered thousands of requests
-        assert ok1 - ok0 >= 20 * 30 / 5 * 0.9, (ok0, ok1)  # every device on its interval
-        assert failed1 - failed0 == 0, (failed0, failed1)
-        assert late1 - late0 == 0, (late0, late1)
+        assert ok1 - ok0 >= 20 * 30 / INTERVAL_S * 0.9, (ok0, ok1)  # every device, on time
+        errors = {k: v for k, v in after.items() if k.startswith("netmon_poll_errors_total")}
+        assert failed1 - failed0 == 0, (failed0, failed1, errors)
+        assert late1 - late0 == 0, (late0, late1, errors)
         assert after["netmon_core_up"] == 1
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
