@@ -33,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import asyncssh
+from asyncssh.editor import SSHLineEditorChannel
 
 from netmon.lab.device import Device, Interface
 from netmon.lab.mib import BROADCAST_SHARE, MULTICAST_SHARE, UNICAST_SHARE
@@ -108,9 +109,10 @@ async def serve_shell(device: Device, process: asyncssh.SSHServerProcess[str]) -
         # line ("lab-0003#lab-0003#"); netmiko took that for the prompt and waited for
         # it after the next command until its timeout. The line editor is off and the
         # shell echoes each line itself, in order.
-        echo = process.get_terminal_type() is not None
-        if echo:
-            process.channel.set_line_mode(False)
+        editor: object = process.channel
+        echo = isinstance(editor, SSHLineEditorChannel)  # a terminal: the editor is there
+        if isinstance(editor, SSHLineEditorChannel):
+            editor.set_line_mode(False)
         process.stdout.write(f"\n{session.prompt}")
         while True:
             try:
