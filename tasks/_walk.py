@@ -11,8 +11,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 
-from netmon.snmp.client import SnmpTarget, shared_client
+from netmon.snmp.engines import engine_for
 from netmon.snmp.oids import Oid
+from netmon.snmp.target import SnmpTarget
 from netmon.snmp.values import VarBind
 
 __all__ = ["known_rows", "walk_sized"]
@@ -31,7 +32,7 @@ def walk_sized(
     with _lock:
         rows = _rows_seen.get(key, first_guess)
     repetitions = None if rows is None else min(rows + 1, MAX_REPETITIONS)
-    table = shared_client().walk(target, columns, max_repetitions=repetitions)
+    table = engine_for(target).walk(target, columns, max_repetitions=repetitions)
     with _lock:
         _rows_seen[key] = max((len(v) for v in table.values()), default=0)
     return table

@@ -18,7 +18,7 @@ from typing import Literal
 from nornir.core.task import Result, Task
 
 from netmon.records import DeviceFacts, Record, Sample
-from netmon.snmp.client import shared_client
+from netmon.snmp.engines import engine_for
 from netmon.snmp.hosts import snmp_target
 from netmon.snmp.oids import IF, IFX, Oid
 from netmon.snmp.values import VarBind
@@ -58,7 +58,7 @@ def interfaces(task: Task) -> Result:
     if known_rows(target, _COLUMNS[0]) is None:
         # First poll: ask how many interfaces there are, rather than fetch 25 rows of 19
         # columns and throw most away.
-        (count,) = shared_client().get(target, [IF.ifNumber])
+        (count,) = engine_for(target).get(target, [IF.ifNumber])
         guess = count.value if isinstance(count.value, int) else None
     table = walk_sized(target, _COLUMNS, first_guess=guess)
     counters = dict(_COUNTERS)

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from nornir.core.task import Result, Task
 
 from netmon.records import DeviceFacts, Record, Sample, SeriesKey
-from netmon.snmp.client import shared_client
+from netmon.snmp.engines import engine_for
 from netmon.snmp.hosts import snmp_target
 from netmon.snmp.oids import SYSTEM
 from netmon.snmp.values import VarBind
@@ -25,7 +25,7 @@ _OIDS = [SYSTEM.sysUpTime, SYSTEM.sysName, SYSTEM.sysDescr, SYSTEM.sysObjectID]
 
 def system(task: Task) -> Result:
     target = snmp_target(task.host)
-    uptime, name, descr, object_id = shared_client().get(target, _OIDS)
+    uptime, name, descr, object_id = engine_for(target).get(target, _OIDS)
     now = datetime.now(UTC)
     records: list[Record] = [
         Sample(SeriesKey.of(task.host.name, "sysUpTime", unit="s"), now, _seconds(uptime)),

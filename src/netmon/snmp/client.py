@@ -22,6 +22,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import functools
+import hashlib
 import socket
 import threading
 from collections import Counter
@@ -46,8 +47,10 @@ from netmon.errors import (
     SnmpUnknownUserError,
     SnmpWrongDigestError,
 )
-from netmon.snmp.credentials import SnmpV3Credentials
+from netmon.snmp.credentials import SnmpCredentials
+from netmon.snmp.failures import failure
 from netmon.snmp.oids import Oid, name_of
+from netmon.snmp.target import SnmpTarget
 from netmon.snmp.usm import AUTH_PROTOCOLS, PRIV_PROTOCOLS
 from netmon.snmp.values import Missing, VarBind, from_pysnmp
 
@@ -85,21 +88,6 @@ RECEIVE_BUFFER = 4 << 20  # capped by net.core.rmem_max; the kernel doubles it
 _MAX_WALK_REQUESTS = 10_000  # a walk that needs more is an agent that loops
 
 
-@dataclass(frozen=True, slots=True)
-class SnmpTarget:
-    """Where and how to reach one agent."""
-
-    device: str
-    address: str
-    credentials: SnmpV3Credentials
-
-    @property
-    def request_deadline(self) -> float:
-        """Seconds after which pysnmp must have answered, retries included (plus slack)."""
-        c = self.credentials
-        return c.timeout.total_seconds() * (c.retries + 1) + 5.0
-
-
 @dataclass(slots=True)
 class _Reply:
     indication: Any
@@ -109,7 +97,9 @@ class _Reply:
 
 
 class SnmpClient:
-    """The process's SNMP engine. Thread-safe; start once, share everywhere."""
+    """The process's pysnmp engine. Thread-safe; start once, share everywhere."""
+
+    name = "pysnmp"
 
     def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -331,6 +321,8 @@ class SnmpClient:
         """One request as pysnmp carries it, with its engine discovery and retries."""
         c = target.credentials
         addr_name = self._configure(target)
+        if c.version == "2c":
+            return await self._send(addr_name, target, oids, bulk)
         engine_id = self._peer_engine_id(agent)
         if engine_id is None:
             # First contact, or pysnmp's 5-minute engine-ID cache expired: pysnmp
@@ -413,7 +405,7 @@ class SnmpClient:
         else:
             text = str(indication)
         self.stats[cls.error_class] += 1
-        return cls(f"{target.device}: {text}")
+        return failure(cls, target, text)
 
     def _status_error(self, target: SnmpTarget, reply: _Reply, oids: Sequence[Oid]) -> SnmpError:
         name = ERROR_STATUS[reply.status] if reply.status < len(ERROR_STATUS) else "unknown"
@@ -437,10 +429,7 @@ class SnmpClient:
         known = self._targets.get(target.device)
         if known is not None and known[0] == key:
             return known[1]
-        params = f"p-{c.user}-{c.security_level}"
-        if params not in self._params:
-            config.add_target_parameters(self._engine, params, c.user, c.security_level, 3)
-            self._params.add(params)
+        params = self._parameters(c)
         if known is not None:
             config.delete_target_address(self._engine, known[1])
         self._next_id += 1
@@ -457,7 +446,23 @@ class SnmpClient:
         self._targets[target.device] = (key, addr_name)
         return addr_name
 
-    def _set_row(self, engine_id: Any, c: SnmpV3Credentials) -> None:
+    def _parameters(self, c: SnmpCredentials) -> str:
+        """pysnmp's target parameters for ``c``: an SNMPv3 user and level, or an SNMPv2c
+        community (a community is a pysnmp "security name" of its own)."""
+        if c.version == "2c":
+            name = f"c-{_community_id(c.community)}"
+            if name not in self._params:
+                config.add_v1_system(self._engine, name, c.community)
+                config.add_target_parameters(self._engine, name, name, "noAuthNoPriv", 1)
+                self._params.add(name)
+            return name
+        name = f"p-{c.user}-{c.security_level}"
+        if name not in self._params:
+            config.add_target_parameters(self._engine, name, c.user, c.security_level, 3)
+            self._params.add(name)
+        return name
+
+    def _set_row(self, engine_id: Any, c: SnmpCredentials) -> None:
         """Make the USM row of (engine ID, user) hold ``c``'s keys.
 
         Each agent gets a row under the engine ID pysnmp discovered (RFC 3414); without
@@ -585,7 +590,12 @@ class SnmpClient:
 _RowIdentity = tuple[str | None, str, str | None, str]
 
 
-def _row_identity(c: SnmpV3Credentials) -> _RowIdentity:
+def _community_id(community: str) -> str:
+    """A name for a community that does not show the community (it is a secret)."""
+    return hashlib.sha256(community.encode()).hexdigest()[:16]
+
+
+def _row_identity(c: SnmpCredentials) -> _RowIdentity:
     return (c.auth_protocol, c.auth_key, c.priv_protocol, c.priv_key)
 
 

@@ -1,8 +1,9 @@
-"""SNMPv3 credentials as the inventory states them, validated at load time.
+"""SNMP credentials as the inventory states them, validated at load time.
 
-In a Nornir host's (or group's) ``data``::
+In a Nornir host's (or group's) ``data``, SNMPv3 (the default version)::
 
     snmp:
+      engine: gufo           # or pysnmp (optional; see netmon.snmp.engines)
       user: netmon
       auth: {protocol: sha256, key: {env: NETMON_SNMP_AUTH}}
       priv: {protocol: aes256, key: {file: /run/secrets/snmp-priv}}
@@ -12,15 +13,24 @@ In a Nornir host's (or group's) ``data``::
       retries: 1
       max_repetitions: 25
 
-Keys are references, never inline: ``{env: NAME}`` or ``{file: PATH}``. A reference that
-cannot be resolved is an error at load that names the host and the key, not a timeout at
-poll time.
+SNMPv2c, where a device offers nothing better::
+
+    snmp:
+      version: 2c
+      community: {env: NETMON_SNMP_COMMUNITY}
+
+Keys and communities are references, never inline: ``{env: NAME}`` or ``{file: PATH}``.
+A reference that cannot be resolved is an error at load that names the host and the key,
+not a timeout at poll time.
 
 Privacy protocol names follow Net-SNMP, so an engineer can tell the two AES-192/256
 variants apart: ``aes192``/``aes256`` are the Blumenthal key extension (what Net-SNMP's
 ``-x AES256`` does), ``aes192c``/``aes256c`` the Reeder draft that Cisco implements
-(Net-SNMP's ``AES256C``). They are not interchangeable: a mismatch looks like a wrong key.
-MD5, DES and 3DES are refused unless ``legacy: true`` says the device leaves no choice.
+(Net-SNMP's ``AES256C``). They differ only when the authentication digest is shorter than
+the AES key (MD5, SHA-1, SHA-224 for AES-256; MD5, SHA-1 for AES-192): there a mismatch
+looks like a wrong key. With SHA-256 and longer the localised key already covers the AES
+key and both variants give the same key. MD5, DES and 3DES are refused unless
+``legacy: true`` says the device leaves no choice.
 """
 
 from __future__ import annotations
@@ -35,10 +45,20 @@ from typing import Any, Literal, cast, get_args
 from netmon.durations import parse_duration
 from netmon.errors import ConfigError
 
-__all__ = ["AuthProtocol", "PrivProtocol", "SnmpV3Credentials", "snmp_credentials"]
+__all__ = [
+    "AuthProtocol",
+    "EngineName",
+    "PrivProtocol",
+    "SnmpCredentials",
+    "SnmpV3Credentials",
+    "SnmpVersion",
+    "snmp_credentials",
+]
 
 AuthProtocol = Literal["sha1", "sha224", "sha256", "sha384", "sha512", "md5"]
 PrivProtocol = Literal["aes128", "aes192", "aes256", "aes192c", "aes256c", "des", "3des"]
+SnmpVersion = Literal["2c", "3"]
+EngineName = Literal["gufo", "pysnmp"]
 
 LEGACY_AUTH = frozenset({"md5"})
 LEGACY_PRIV = frozenset({"des", "3des"})
@@ -46,7 +66,9 @@ MIN_KEY_LENGTH = 8  # RFC 3414: shorter pass phrases are refused by agents
 
 
 @dataclass(frozen=True)
-class SnmpV3Credentials:
+class SnmpCredentials:
+    """How to reach one agent: SNMPv3 user and keys, or an SNMPv2c community."""
+
     user: str
     auth_protocol: AuthProtocol | None
     priv_protocol: PrivProtocol | None
@@ -57,12 +79,18 @@ class SnmpV3Credentials:
     timeout: timedelta = timedelta(seconds=2)
     retries: int = 1
     max_repetitions: int = 25
+    version: SnmpVersion = "3"
+    community: str = field(default="", repr=False)
+    engine: EngineName = "gufo"
 
     @property
     def security_level(self) -> Literal["noAuthNoPriv", "authNoPriv", "authPriv"]:
         if self.auth_protocol is None:
             return "noAuthNoPriv"
         return "authNoPriv" if self.priv_protocol is None else "authPriv"
+
+
+SnmpV3Credentials = SnmpCredentials  # the name before SNMPv2c was added
 
 
 class _Where:
@@ -75,7 +103,7 @@ class _Where:
         return ConfigError(f"inventory host {self.host}: snmp.{key}: {reason}")
 
 
-def _secret(where: _Where, key: str, ref: Any) -> str:
+def _secret(where: _Where, key: str, ref: Any, *, min_length: int = MIN_KEY_LENGTH) -> str:
     if isinstance(ref, str):
         raise where.error(key, "keys are not accepted inline; use {env: NAME} or {file: PATH}")
     if not isinstance(ref, Mapping) or len(ref) != 1 or not ({"env", "file"} & set(ref)):
@@ -89,8 +117,8 @@ def _secret(where: _Where, key: str, ref: Any) -> str:
             value = Path(str(ref["file"])).read_text().strip()
         except OSError as exc:
             raise where.error(key, f"cannot read {ref['file']}: {exc.strerror}") from exc
-    if len(value) < MIN_KEY_LENGTH:
-        raise where.error(key, f"a key must be at least {MIN_KEY_LENGTH} characters")
+    if len(value) < min_length:
+        raise where.error(key, f"must be at least {min_length} characters")
     return value
 
 
@@ -107,15 +135,45 @@ def _int(where: _Where, key: str, value: Any, low: int, high: int) -> int:
     return value
 
 
-def snmp_credentials(host: str, snmp: Mapping[str, Any]) -> SnmpV3Credentials:
-    """Validate one host's ``snmp`` data (groups and defaults already merged by Nornir)."""
+_COMMON = {"engine", "port", "timeout", "retries", "max_repetitions", "version"}
+_V3 = {"user", "auth", "priv", "context", "legacy"}
+
+
+def snmp_credentials(host: str, snmp: Mapping[str, Any]) -> SnmpCredentials:
+    """Validate one host's ``snmp`` data (groups and defaults already merged)."""
     where = _Where(host)
-    unknown = set(snmp) - {
-        "user", "auth", "priv", "context", "port", "timeout", "retries", "max_repetitions",
-        "legacy",
-    }  # fmt: skip
+    version = str(snmp.get("version", "3")).lower().removeprefix("v")
+    if version not in get_args(SnmpVersion):
+        raise where.error("version", f"expected 2c or 3, got {snmp.get('version')!r}")
+    allowed = _COMMON | (_V3 if version == "3" else {"community"})
+    unknown = set(snmp) - allowed
     if unknown:
-        raise where.error(sorted(unknown)[0], "unknown key")
+        key = sorted(unknown)[0]
+        other = "SNMPv3" if version == "2c" else "SNMPv2c"
+        if key in (_V3 | {"community"}) - allowed:
+            raise where.error(key, f"is an {other} setting, and this host uses version {version}")
+        raise where.error(key, "unknown key")
+    engine = str(snmp.get("engine", "gufo")).lower()
+    if engine not in get_args(EngineName):
+        raise where.error("engine", f"expected gufo or pysnmp, got {snmp.get('engine')!r}")
+    try:
+        timeout = parse_duration(snmp.get("timeout", "2s"))
+    except ValueError as exc:
+        raise where.error("timeout", str(exc)) from exc
+    common: dict[str, Any] = {
+        "port": _int(where, "port", snmp.get("port", 161), 1, 65535),
+        "timeout": timeout,
+        "retries": _int(where, "retries", snmp.get("retries", 1), 0, 10),
+        "max_repetitions": _int(where, "max_repetitions", snmp.get("max_repetitions", 25), 1, 200),
+        "engine": engine,
+        "version": version,
+    }
+    if version == "2c":
+        if "community" not in snmp:
+            raise where.error("community", "SNMPv2c needs a community: {env: NAME} or {file: PATH}")
+        community = _secret(where, "community", snmp["community"], min_length=1)
+        return SnmpCredentials(user="", auth_protocol=None, priv_protocol=None,
+                               community=community, **common)  # fmt: skip
     user = snmp.get("user")
     if not isinstance(user, str) or not user:
         raise where.error("user", "expected the SNMPv3 user name")
@@ -124,6 +182,8 @@ def snmp_credentials(host: str, snmp: Mapping[str, Any]) -> SnmpV3Credentials:
     auth_protocol: str | None = None
     auth_key = ""
     if (auth := snmp.get("auth")) is not None:
+        if not isinstance(auth, Mapping):
+            raise where.error("auth", "expected {protocol: ..., key: {env: NAME}}")
         auth_protocol = _protocol(
             where, "auth.protocol", auth.get("protocol"), get_args(AuthProtocol)
         )
@@ -136,6 +196,8 @@ def snmp_credentials(host: str, snmp: Mapping[str, Any]) -> SnmpV3Credentials:
     if (priv := snmp.get("priv")) is not None:
         if auth_protocol is None:
             raise where.error("priv", "privacy needs authentication (set snmp.auth)")
+        if not isinstance(priv, Mapping):
+            raise where.error("priv", "expected {protocol: ..., key: {env: NAME}}")
         priv_protocol = _protocol(
             where, "priv.protocol", priv.get("protocol"), get_args(PrivProtocol)
         )
@@ -143,19 +205,19 @@ def snmp_credentials(host: str, snmp: Mapping[str, Any]) -> SnmpV3Credentials:
             raise where.error("priv.protocol", f"{priv_protocol} is broken; set legacy: true")
         priv_key = _secret(where, "priv.key", priv.get("key"))
 
-    try:
-        timeout = parse_duration(snmp.get("timeout", "2s"))
-    except ValueError as exc:
-        raise where.error("timeout", str(exc)) from exc
-    return SnmpV3Credentials(
+    context = str(snmp.get("context", ""))
+    if engine == "gufo" and (priv_protocol == "3des" or context):
+        # gufo-snmp has neither 3DES nor context names; pysnmp has both.
+        what = "3DES" if priv_protocol == "3des" else "SNMPv3 context names"
+        if "engine" in snmp:
+            raise where.error("engine", f"gufo-snmp does not support {what}; use engine: pysnmp")
+        common["engine"] = "pysnmp"
+    return SnmpCredentials(
         user=user,
         auth_protocol=cast(AuthProtocol | None, auth_protocol),
         priv_protocol=cast(PrivProtocol | None, priv_protocol),
         auth_key=auth_key,
         priv_key=priv_key,
-        context=str(snmp.get("context", "")),
-        port=_int(where, "port", snmp.get("port", 161), 1, 65535),
-        timeout=timeout,
-        retries=_int(where, "retries", snmp.get("retries", 1), 0, 10),
-        max_repetitions=_int(where, "max_repetitions", snmp.get("max_repetitions", 25), 1, 200),
+        context=context,
+        **common,
     )

@@ -16,8 +16,8 @@ from nornir.core.inventory import Host
 
 from netmon.access import TargetCache, merged_settings
 from netmon.errors import ConfigError
-from netmon.snmp.client import SnmpTarget
 from netmon.snmp.credentials import snmp_credentials
+from netmon.snmp.target import SnmpTarget
 
 __all__ = ["forget_targets", "snmp_settings", "snmp_target"]
 

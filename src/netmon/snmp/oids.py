@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["HR", "IF", "IFX", "NAMES", "SYSTEM", "Oid", "name_of", "parse_oid"]
+__all__ = [
+    "HR", "IF", "IFX", "NAMES", "SMI_TYPES", "SYSTEM", "Oid", "name_of", "parse_oid", "smi_type",
+]  # fmt: skip
 
 Oid = tuple[int, ...]
 
@@ -114,6 +116,47 @@ def _names() -> dict[Oid, str]:
 
 
 NAMES: Final[dict[Oid, str]] = _names()
+
+
+def _smi_types() -> dict[Oid, str]:
+    c64 = "Counter64"
+    c32 = "Counter32"
+    octets = "OctetString"
+    integer = "Integer"
+    return {
+        SYSTEM.sysDescr: octets, SYSTEM.sysObjectID: "ObjectIdentifier",
+        SYSTEM.sysUpTime: "TimeTicks", SYSTEM.sysContact: octets, SYSTEM.sysName: octets,
+        SYSTEM.sysLocation: octets,
+        IF.ifNumber: integer, IF.ifIndex: integer, IF.ifDescr: octets, IF.ifType: integer,
+        IF.ifMtu: integer, IF.ifSpeed: "Gauge32", IF.ifPhysAddress: octets,
+        IF.ifAdminStatus: integer, IF.ifOperStatus: integer, IF.ifLastChange: "TimeTicks",
+        IF.ifInOctets: c32, IF.ifInUcastPkts: c32, IF.ifInDiscards: c32, IF.ifInErrors: c32,
+        IF.ifOutOctets: c32, IF.ifOutUcastPkts: c32, IF.ifOutDiscards: c32,
+        IF.ifOutErrors: c32,
+        IFX.ifName: octets, IFX.ifHCInOctets: c64, IFX.ifHCInUcastPkts: c64,
+        IFX.ifHCInMulticastPkts: c64, IFX.ifHCInBroadcastPkts: c64, IFX.ifHCOutOctets: c64,
+        IFX.ifHCOutUcastPkts: c64, IFX.ifHCOutMulticastPkts: c64,
+        IFX.ifHCOutBroadcastPkts: c64, IFX.ifHighSpeed: "Gauge32", IFX.ifAlias: octets,
+        IFX.ifCounterDiscontinuityTime: "TimeTicks",
+        HR.hrSystemUptime: "TimeTicks", HR.hrStorageType: "ObjectIdentifier",
+        HR.hrStorageDescr: octets, HR.hrStorageAllocationUnits: integer,
+        HR.hrStorageSize: integer, HR.hrStorageUsed: integer, HR.hrProcessorLoad: integer,
+    }  # fmt: skip
+
+
+# The SMI type of each object above. Engines that return bare values (gufo-snmp: int,
+# bytes, str) take the type from here, so a counter's width and an OID-valued object are
+# known without the agent's type tags.
+SMI_TYPES: Final[dict[Oid, str]] = _smi_types()
+
+
+def smi_type(oid: Oid) -> str | None:
+    """The SMI type of ``oid`` (a scalar instance or a column's cell), if netmon knows it."""
+    for cut in range(len(oid), 1, -1):
+        found = SMI_TYPES.get(oid[:cut])
+        if found is not None:
+            return found
+    return None
 
 
 def name_of(oid: Oid) -> str:

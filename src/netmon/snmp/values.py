@@ -24,7 +24,7 @@ class Missing(enum.Enum):
     END_OF_MIB_VIEW = "endOfMibView"
 
 
-SnmpValue = int | bytes | Oid | str | Missing | None
+SnmpValue = int | float | bytes | Oid | str | Missing | None  # float: an Opaque float
 
 INTEGER_TYPES = frozenset(
     {"Integer", "Integer32", "Counter32", "Gauge32", "Unsigned32", "TimeTicks", "Counter64"}

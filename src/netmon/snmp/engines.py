@@ -1,0 +1,48 @@
+"""The SNMP engines behind one small interface, and which one a device uses.
+
+Two engines implement :class:`SnmpEngine`: gufo-snmp (``netmon.snmp.gufo_engine``,
+compiled, the default) and pysnmp (``netmon.snmp.client``, pure Python, the reference:
+it also speaks 3DES and SNMPv3 contexts, which gufo-snmp does not). The inventory picks
+one per defaults, group or host with ``snmp.engine``; both return the same
+:class:`~netmon.snmp.values.VarBind` values and raise the same ``netmon.errors``, so a
+task never knows which one answered.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import Protocol
+
+from netmon.snmp.oids import Oid
+from netmon.snmp.target import SnmpTarget
+from netmon.snmp.values import VarBind
+
+__all__ = ["SnmpEngine", "engine_for"]
+
+
+class SnmpEngine(Protocol):
+    name: str
+    stats: Counter[str]
+
+    def get(self, target: SnmpTarget, oids: Sequence[Oid]) -> list[VarBind]:
+        """One value (or a Missing marker) per OID, in order."""
+        ...
+
+    def walk(
+        self, target: SnmpTarget, columns: Sequence[Oid], *, max_repetitions: int | None = None
+    ) -> dict[Oid, dict[Oid, VarBind]]:
+        """Whole table columns: {column: {index: varbind}}; ``max_repetitions`` rows per
+        request and column."""
+        ...
+
+
+def engine_for(target: SnmpTarget) -> SnmpEngine:
+    """The process-wide engine that ``target``'s credentials name."""
+    if target.credentials.engine == "gufo":
+        from netmon.snmp.gufo_engine import shared_gufo
+
+        return shared_gufo()
+    from netmon.snmp.client import shared_client
+
+    return shared_client()
