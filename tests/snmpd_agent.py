@@ -161,8 +161,10 @@ class Snmpd:
         sys_location: str = SYS_LOCATION,
         sys_contact: str = SYS_CONTACT,
         start_timeout: float = 10.0,
+        communities: tuple[str, ...] = (),
     ) -> None:
         self._own_dir = workdir is None
+        self.communities = communities  # SNMPv2c read-only communities, from 127.0.0.1
         self.workdir = (
             Path(tempfile.mkdtemp(prefix="netmon-snmpd-")) if workdir is None else workdir
         )
@@ -388,6 +390,7 @@ class Snmpd:
             lines.append(line)
         for name, user in self.users.items():
             lines.append(f"rouser {name} {'priv' if user.priv_protocol else 'auth'}")
+        lines.extend(f"rocommunity {community} 127.0.0.1" for community in self.communities)
         self.conf_path.write_text("\n".join(lines) + "\n")
         self.conf_path.chmod(0o600)  # it holds the pass phrases
 
