@@ -142,6 +142,18 @@ class WriterSettings(_Section):
     spool_dir: Path | None = Field(default=None, description="Default: <data_dir>/spool")
     spool_max_bytes: int = Field(default=1 << 30, ge=1 << 20)
     retry_interval: Duration = timedelta(seconds=1)
+    write_deadline: Duration = Field(
+        default=timedelta(seconds=5),
+        description="A batch not stored within this time goes to the spool and the database "
+        "counts as down until it answers again (replayed in order then, exactly once).",
+    )
+    queue_limit: int = Field(
+        default=200_000,
+        ge=1,
+        le=10_000_000,
+        description="Samples waiting for a flush at most; past it, what waits goes to the "
+        "spool at once (a poll never waits on the database).",
+    )
     publish: bool = Field(
         default=True,
         description="Publish committed samples and events to the API's live feeds "

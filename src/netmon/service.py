@@ -85,8 +85,6 @@ class Service:
         url = f"http://{api.host}:{api.port}" if self.api else ""
         self.alerts = AlertService(self.db, self.settings, external_url=url)
         await self.alerts.start()
-        assert self.batcher is not None
-        self.batcher.observe = self.alerts.observe
 
     async def _start_api(self) -> None:
         from netmon.api.processes import ApiProcesses
@@ -172,6 +170,9 @@ class Service:
             return
         assert self.batcher is not None
         self.poller = PollerService(self.settings, self.db, self.batcher, folder)
+        if self.alerts is not None:
+            # Alert evaluation sees every sample and event as the processor queues it.
+            self.poller.processor.observe = self.alerts.observe
         await self.poller.start()
         from netmon.poller.summary import show_summary
 

@@ -8,8 +8,11 @@ loop). When a device falls due while its previous poll is still running or still
 for a slot, that poll is an overrun: recorded, and the due poll skipped, never queued
 behind it.
 
-A poll's records go through the ingest pipeline (rates, reboots) to the batcher, which
-returns once they are durable; its outcome goes to poll health. Reloading the inventory
+Each task's records go through the poller's StoreProcessor (netmon.ingest.processor:
+checked, rates derived, alert evaluation, queued for the writer) as the task completes;
+the poll's outcome goes to poll health and, as ``up`` / ``poll_success``, through the
+same processor. A poll never waits for the database: its slot frees once its records
+are queued. Reloading the inventory
 keeps the schedule of devices that stay. Stopping lets polls in flight finish (up to
 ``stop_timeout``) and hands everything they returned to the writer.
 """
@@ -36,11 +39,10 @@ from nornir.core.task import Task
 from netmon.config import PollerSettings
 from netmon.errors import CollectionError, TaskError
 from netmon.histogram import POLL_SECONDS_BUCKETS, Histogram
-from netmon.ingest.pipeline import IngestPipeline
+from netmon.ingest.processor import StoreProcessor, check_result
 from netmon.logs import get_logger
 from netmon.poller.inventory import PollPlan
-from netmon.records import ConfigSnapshot, DeviceEvent, DeviceFacts, Record, Sample, SeriesKey
-from netmon.store.batcher import Batcher
+from netmon.records import ConfigSnapshot, DeviceFacts, Record, Sample, SeriesKey
 from netmon.store.health import PollHealthStore, PollOutcome
 
 __all__ = ["PollResult", "Poller", "PollerStats", "phase_of", "run_poll"]
@@ -78,18 +80,26 @@ LATE_AFTER = 2.0  # seconds
 CONFIG_TASKS = ("netconf_config", "cli_config")
 
 
-def run_poll(nr: Nornir, plan: PollPlan) -> PollResult:
+def run_poll(nr: Nornir, plan: PollPlan, processors: Processors | None = None) -> PollResult:
     """Run one device's tasks, in order, as Nornir runs a task for a host.
 
     The first failed task ends the poll (its error is the poll's); records returned by the
-    tasks before it are kept.
+    tasks before it are kept. With ``processors`` (the poller's StoreProcessor), they see
+    each task as in ``nr.run``; without, results are checked here the same way.
     """
     started = time.perf_counter()
     records: list[Record] = []
     error: CollectionError | None = None
+    checked = processors is not None and any(isinstance(p, StoreProcessor) for p in processors)
+    procs = processors if processors is not None else _NO_PROCESSORS
+    host = plan.host
     for fn in plan.tasks:
-        result = Task(fn, nr, global_dry_run=False, processors=Processors()).start(plan.host)[0]
-        if result.failed:
+        result = Task(fn, nr, global_dry_run=False, processors=procs).start(host)[0]
+        # The processor checked it already (and failed it if it was no list of records).
+        got: list[Record] | None = (
+            result.result if checked else check_result(fn.__name__, plan.name, result)
+        )
+        if result.failed or got is None:
             exc = result.exception
             if isinstance(exc, CollectionError):
                 error = exc
@@ -97,11 +107,12 @@ def run_poll(nr: Nornir, plan: PollPlan) -> PollResult:
                 error = TaskError(f"{plan.name}: task {fn.__name__} failed: {exc!r}")
                 error.__cause__ = exc
             break
-        if not isinstance(result.result, list):
-            error = TaskError(f"{plan.name}: task {fn.__name__} returned no list of records")
-            break
-        records.extend(result.result)
+        records.extend(got)
     return PollResult(plan.name, records, error, time.perf_counter() - started)
+
+
+# Nornir's Task wants a Processors; an empty one shared by every poll costs nothing.
+_NO_PROCESSORS = Processors()
 
 
 def phase_of(device: str, interval: float) -> float:
@@ -124,22 +135,18 @@ class Poller:
         nornir: Nornir,
         plans: list[PollPlan],
         settings: PollerSettings,
-        batcher: Batcher,
+        processor: StoreProcessor,
         health: PollHealthStore,
         *,
-        on_facts: Callable[[list[DeviceFacts]], None] | None = None,
-        on_configs: Callable[[list[ConfigSnapshot]], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.nornir = nornir
         self.settings = settings
-        self.batcher = batcher
+        self.processor = processor
+        self._processors = Processors([processor])
         self.health = health
-        self.pipeline = IngestPipeline()
         self.stats = PollerStats()
         self._status_keys: dict[str, tuple[SeriesKey, SeriesKey]] = {}
-        self._on_facts = on_facts
-        self._on_configs = on_configs
         self._clock = clock
         self._slots: dict[str, _Slot] = {}
         self._queue: list[tuple[float, int, _Slot]] = []
@@ -178,7 +185,7 @@ class Poller:
             if name not in fresh:
                 slot.removed = True
                 del self._slots[name]
-                self.pipeline.forget_device(name)
+                self.processor.forget_device(name)
         for name, plan in fresh.items():
             kept = self._slots.get(name)
             if kept is None:
@@ -246,8 +253,10 @@ class Poller:
                     return
                 self._started(planned)
                 loop = asyncio.get_running_loop()
-                result = await loop.run_in_executor(self._pool, run_poll, self.nornir, slot.plan)
-            await self._ingest(result)
+                result = await loop.run_in_executor(
+                    self._pool, run_poll, self.nornir, slot.plan, self._processors
+                )
+            self._ingest(result)
         except Exception:
             log.exception("poll failed unexpectedly", device=slot.plan.name)
         finally:
@@ -259,7 +268,12 @@ class Poller:
         if lag > LATE_AFTER:
             self.stats.late += 1
 
-    async def _ingest(self, result: PollResult) -> None:
+    def _ingest(self, result: PollResult) -> None:
+        """The poll's outcome, after its records (which the processor took, task by task):
+        poll health, and ``up`` / ``poll_success`` through the same processor. Nothing
+        here waits for the database: the records are queued, and the slot is free."""
+        # The poll's records first, so that alert evaluation sees them before its outcome.
+        self.processor.drain()
         self.stats.polls += 1
         self.stats.poll_seconds.observe(result.duration_s)
         now = datetime.now(UTC)
@@ -275,27 +289,10 @@ class Poller:
             self.stats.failed += 1
             self.stats.errors_by_class[error.error_class] += 1
             self.stats.last_errors.append((now.isoformat(), result.device, str(error)))
-        records = self.pipeline.process(result.device, result.records) if result.records else []
         events = self.health.record(outcome)
         samples = self._status(result.device, now, outcome)
-        facts: list[DeviceFacts] = []
-        configs: list[ConfigSnapshot] = []
-        for r in records:
-            if isinstance(r, Sample):
-                samples.append(r)
-            elif isinstance(r, DeviceEvent):
-                events.append(r)
-            elif isinstance(r, ConfigSnapshot):
-                configs.append(r)
-            else:
-                facts.append(r)
-        if facts and self._on_facts is not None:
-            self._on_facts(facts)
-        if configs and self._on_configs is not None:
-            self._on_configs(configs)
-        if samples or events:
-            self.stats.samples += len(samples)
-            await self.batcher.submit(samples, events)
+        self.processor.put(samples, events)
+        self.stats.samples = self.processor.samples
 
     def _status(self, device: str, now: datetime, outcome: PollOutcome) -> list[Sample]:
         """Every poll's own outcome as samples, as Prometheus writes ``up`` for every
@@ -334,13 +331,10 @@ class Poller:
         async with self._slots_free:
             loop = asyncio.get_running_loop()
             result = await loop.run_in_executor(self._pool, run_poll, self.nornir, plan)
-        configs = [r for r in result.records if isinstance(r, ConfigSnapshot)]
-        if configs and self._on_configs is not None:
-            self._on_configs(configs)
         # Facts too: a config task may be the first on a new session, and say what it is.
-        facts = [r for r in result.records if isinstance(r, DeviceFacts)]
-        if facts and self._on_facts is not None:
-            self._on_facts(facts)
+        kept = [r for r in result.records if isinstance(r, (ConfigSnapshot, DeviceFacts))]
+        if kept:
+            self.processor.store(device, kept, derive=False)
         return result
 
     async def stop(self) -> None:

@@ -16,6 +16,7 @@ from nornir.core import Nornir
 
 from netmon.config import Settings
 from netmon.errors import ConfigError
+from netmon.ingest.processor import StoreProcessor
 from netmon.logs import get_logger
 from netmon.netconf.hosts import forget_netconf_targets
 from netmon.netconf.shared import (
@@ -61,9 +62,13 @@ class PollerService:
         self.registry = TaskRegistry.discover(settings.poller.task_modules)
         self.health = PollHealthStore(db)
         self.poller: Poller | None = None
+        # The seam between collection and storage: every task's records go through it.
+        # Alerting sets its ``observe``.
+        self.processor = StoreProcessor(batcher, facts=self._keep_facts)
         self.configs = ConfigBackups(
-            db, publish=settings.writer.publish, observe=lambda: batcher.observe
+            db, publish=settings.writer.publish, observe=lambda: self.processor.observe
         )
+        self.processor.configs = self.configs.submit
         self._facts: dict[str, dict[str, object]] = {}
         self._flusher: asyncio.Task[None] | None = None
 
@@ -89,10 +94,8 @@ class PollerService:
             nr,
             plans,
             self.settings.poller,
-            self.batcher,
+            self.processor,
             self.health,
-            on_facts=self._keep_facts,
-            on_configs=self.configs.submit,
         )
         self.poller.start()
         self._flusher = asyncio.create_task(self._flush_loop(), name="netmon-poll-health")

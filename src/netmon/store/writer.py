@@ -17,12 +17,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, get_args, get_type_hints
+from typing import Any, TypeVar, get_args, get_type_hints
 
 import asyncpg
 import msgspec
@@ -49,6 +49,7 @@ from netmon.store.spool import Spool
 __all__ = ["Batch", "SampleWriter", "WriteResult", "WriterStats"]
 
 log = get_logger(__name__)
+_T = TypeVar("_T")
 
 COLUMNS = ("series_id", "time", "value")
 # Below this many rows a batch is not worth splitting across connections.
@@ -137,10 +138,18 @@ class WriterStats:
     publish_errors: int = 0
     # netmon_control: series caches dropped on request of another process or on reconnect.
     series_forgets: int = 0
+    # Writes abandoned at writer.write_deadline (their batches went to the spool).
+    deadlines: int = 0
 
 
 _KINDS = frozenset(get_args(SeriesKind))
 _SEVERITIES = frozenset(get_args(get_type_hints(DeviceEvent)["severity"]))
+
+
+def _swallow(task: asyncio.Future[Any]) -> None:
+    """Retrieve an abandoned write's outcome (its connections were closed under it)."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _dec(value: float) -> Decimal:
@@ -227,6 +236,7 @@ class SampleWriter:
             on_connect=self._on_connect,
         )
         self._closing = False
+        self._deadline = settings.writer.write_deadline.total_seconds()
         self.database_up = True
         self.publish = settings.writer.publish
         # Other control messages (inventory_reload, ...) go to whoever runs this writer.
@@ -286,7 +296,67 @@ class SampleWriter:
     async def write(
         self, samples: Sequence[Sample], events: Sequence[DeviceEvent] = ()
     ) -> WriteResult:
-        """Make ``samples`` (and ``events``) durable; see WriteResult for the outcome."""
+        """Make ``samples`` (and ``events``) durable; see WriteResult for the outcome.
+
+        Returns within ``writer.write_deadline`` (plus the spool's fsync) whatever the
+        database does: a write it has not finished by then is abandoned (its connections
+        closed, so nothing waits on a cancel the server cannot answer), the batch goes to
+        the spool and the database counts as down until the replayer reaches it again."""
+        batch, result = self._accept(samples, events)
+        if batch is None:
+            return result
+        if self.database_up and not len(self.spool):
+            try:
+                stored, dups = await self._bounded(
+                    lambda held: self._to_database(batch, True, held)
+                )
+            except Exception as exc:
+                if not is_connection_error(exc):
+                    raise
+                self._went_down(exc)
+            else:
+                result.stored, result.duplicates = stored, dups
+                self.stats.stored += stored
+                self.stats.duplicates += dups
+                return result
+        await self._to_spool(batch, result)
+        return result
+
+    async def spool_batch(
+        self, samples: Sequence[Sample], events: Sequence[DeviceEvent] = ()
+    ) -> WriteResult:
+        """Make records durable in the spool, without trying the database (the batcher's
+        queue overflowed); the replayer stores them in order."""
+        batch, result = self._accept(samples, events)
+        if batch is not None:
+            await self._to_spool(batch, result)
+        return result
+
+    async def _bounded(self, work_on: Callable[[list[asyncpg.Connection]], Awaitable[_T]]) -> _T:
+        """``work_on(held)`` within ``write_deadline``; past it, DatabaseUnavailableError.
+
+        Cancelling a query makes asyncpg send a cancel request and wait for the server, and
+        a frozen server answers neither: so the connections the write holds are closed
+        first (terminate: no round trip), then the write is cancelled and not awaited."""
+        held: list[asyncpg.Connection] = []
+        work = asyncio.ensure_future(work_on(held))
+        try:
+            return await asyncio.wait_for(asyncio.shield(work), self._deadline)
+        except TimeoutError:
+            for conn in held:
+                with contextlib.suppress(Exception):
+                    conn.terminate()
+            work.cancel()
+            work.add_done_callback(_swallow)
+            self.stats.deadlines += 1
+            raise DatabaseUnavailableError(
+                f"a write did not finish within writer.write_deadline ({self._deadline:g} s)"
+            ) from None
+
+    def _accept(
+        self, samples: Sequence[Sample], events: Sequence[DeviceEvent]
+    ) -> tuple[Batch | None, WriteResult]:
+        """What can be stored, as a batch (None: nothing), and the result so far."""
         good, rejected = self._rejects.split(samples)
         good_events, rejected_events = self._rejects.split_events(events)
         result = WriteResult(rejected=rejected + rejected_events)
@@ -301,22 +371,8 @@ class SampleWriter:
             self.stats.rejected += rejected_events
             log.warning("events rejected: unknown severity", rejected=rejected_events)
         if not good and not good_events:
-            return result
-        batch = Batch(samples=good, events=good_events)
-        if self.database_up and not len(self.spool):
-            try:
-                stored, dups = await self._to_database(batch)
-            except Exception as exc:
-                if not is_connection_error(exc):
-                    raise
-                self._went_down(exc)
-            else:
-                result.stored, result.duplicates = stored, dups
-                self.stats.stored += stored
-                self.stats.duplicates += dups
-                return result
-        await self._to_spool(batch, result)
-        return result
+            return None, result
+        return Batch(samples=good, events=good_events), result
 
     async def _to_spool(self, batch: Batch, result: WriteResult) -> None:
         payload = self._encoder.encode(batch)
@@ -343,7 +399,23 @@ class SampleWriter:
         self.database_up = False
         self._wake.set()
 
-    async def _to_database(self, batch: Batch, fresh: bool = True) -> tuple[int, int]:
+    async def _probe(self, held: list[asyncpg.Connection]) -> None:
+        async with self._acquire(held) as conn:
+            await conn.execute("SELECT 1")
+
+    @contextlib.asynccontextmanager
+    async def _acquire(self, held: list[asyncpg.Connection]) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection, noted in ``held`` so a write past its deadline can close it."""
+        async with self.db.pool.acquire() as conn:
+            held.append(conn)
+            try:
+                yield conn
+            finally:
+                held.remove(conn)
+
+    async def _to_database(
+        self, batch: Batch, fresh: bool = True, held: list[asyncpg.Connection] | None = None
+    ) -> tuple[int, int]:
         """Store ``batch``. ``fresh``: written now, not replayed from the spool; only fresh
         samples go to the live feeds. A replay can carry hours of backlog: a flood of old
         samples would overflow every feed client's queue and push out the current ones,
@@ -353,25 +425,27 @@ class SampleWriter:
         started = loop.time()
         samples = batch.samples
         stored = 0
+        if held is None:
+            held = []
         if batch.events:
-            async with self.db.pool.acquire() as conn:
+            async with self._acquire(held) as conn:
                 await self.series.resolve(conn, {s.series for s in samples})
                 await self._write_events(conn, batch.events)
         if samples:
-            rows = await self._resolved_rows(samples)
+            rows = await self._resolved_rows(samples, held)
             times = [row[1] for row in rows]
             oldest, newest = min(times), max(times)
             chunks = self._chunks(rows)
             publish = fresh and self.publish
             if len(chunks) == 1:
-                stored = await self._copy(chunks[0], oldest, newest, publish)
+                stored = await self._copy(chunks[0], oldest, newest, publish, held)
             else:
                 counts = await asyncio.gather(
-                    *(self._copy(c, oldest, newest, publish) for c in chunks)
+                    *(self._copy(c, oldest, newest, publish, held) for c in chunks)
                 )
                 stored = sum(counts)
             if oldest < datetime.now(UTC) - self.settings.storage.rollup_lateness:
-                async with self.db.pool.acquire() as conn:
+                async with self._acquire(held) as conn:
                     await lower_watermarks(conn, oldest)
         elapsed = loop.time() - started
         self.stats.batches += 1
@@ -379,7 +453,9 @@ class SampleWriter:
         self.stats.write_latency.observe(elapsed)
         return stored, len(samples) - stored
 
-    async def _resolved_rows(self, samples: list[Sample]) -> list[Row]:
+    async def _resolved_rows(
+        self, samples: list[Sample], held: list[asyncpg.Connection]
+    ) -> list[Row]:
         for attempt in range(3):
             try:
                 return self._rows(samples)
@@ -388,7 +464,7 @@ class SampleWriter:
                 # series_forget emptied the cache while we waited for the database.
                 if attempt == 2:
                     raise
-                async with self.db.pool.acquire() as conn:
+                async with self._acquire(held) as conn:
                     await self.series.resolve(conn, {s.series for s in samples})
         raise AssertionError("unreachable")
 
@@ -409,11 +485,16 @@ class SampleWriter:
         return [rows[i : i + size] for i in range(0, len(rows), size)]
 
     async def _copy(
-        self, rows: list[Row], oldest: datetime, newest: datetime, publish: bool = False
+        self,
+        rows: list[Row],
+        oldest: datetime,
+        newest: datetime,
+        publish: bool,
+        held: list[asyncpg.Connection],
     ) -> int:
         """Store rows idempotently; return how many were new. ``publish``: send the new
         ones to the live feeds once committed."""
-        async with self.db.pool.acquire() as conn:
+        async with self._acquire(held) as conn:
             new = await self._store_rows(conn, rows, oldest, newest, publish)
             if isinstance(new, int):
                 return new
@@ -578,8 +659,7 @@ class SampleWriter:
         if not pending and not self.database_up:
             # Nothing to replay (the spool filled up and dropped, or is being written):
             # the database counts as back only once it answers.
-            async with self.db.pool.acquire() as conn:
-                await conn.execute("SELECT 1")
+            await self._bounded(self._probe)
         while pending:
             group: list[Path] = []
             samples: list[Sample] = []
@@ -601,7 +681,10 @@ class SampleWriter:
             if expired:
                 self.stats.expired += expired
                 log.warning("spooled samples expired past retention", expired=expired)
-            stored, dups = await self._to_database(Batch(samples=kept, events=events), fresh=False)
+            replay = Batch(samples=kept, events=events)
+            stored, dups = await self._bounded(
+                lambda held, replay=replay: self._to_database(replay, False, held)  # type: ignore[misc]
+            )
             for path in group:
                 self.spool.remove(path)
             self.stats.replayed += len(kept)
