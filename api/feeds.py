@@ -47,6 +47,7 @@ from netmon.api.feed_clients import (
 )
 from netmon.api.feed_meta import SeriesMeta, SeriesMetaCache
 from netmon.api.feed_tokens import TokenWatch, TooManyClientsError
+from netmon.api.last_values import LastValues
 from netmon.api.tokens import token_states
 from netmon.config import Settings
 from netmon.logs import get_logger
@@ -141,6 +142,9 @@ class FeedHub:
         self._audience: dict[int, tuple[Group, ...]] = {}
         self._audience_generation = -1
         self.meta = SeriesMetaCache(db)
+        # The newest value of every series, fed by the same notifications
+        # (last_values.py): device detail and /metrics/last read it.
+        self.last = LastValues(db, lambda: self._listener.listening)
         self._inbox = _Inbox()
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
@@ -200,6 +204,7 @@ class FeedHub:
         has closed those of its WebSockets by the time the app's lifespan ends)."""
         self._stopping = True
         await self.tokens.stop()
+        await self.last.stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -289,6 +294,13 @@ class FeedHub:
         """Drop series and device metadata (a device was deleted, renamed or moved)."""
         self.meta.forget()
 
+    async def forget_deleted_devices(self) -> None:
+        """Drop the last values of devices that are gone (memory only: readers ask the
+        database which devices exist)."""
+        async with self.db.pool.acquire() as conn:
+            ids = {row["id"] for row in await conn.fetch("SELECT id FROM devices")}
+        self.last.forget_devices(ids)
+
     def _feed_lost(self, since: datetime, kinds: Iterable[FeedKind] = _KINDS) -> None:
         """Every client (of ``kinds``) missed what was written since ``since``. Idle
         clients are told now; one with a full queue before its next message."""
@@ -308,7 +320,11 @@ class FeedHub:
         inbox.wake.set()
         self.notifications += 1
 
-    def _on_connect(self, lost_since: datetime | None, _reconnected: bool) -> None:
+    def _on_connect(self, lost_since: datetime | None, reconnected: bool) -> None:
+        # LISTEN is up: what is committed from now on is notified, what was committed
+        # before is read by the fill (again, after a gap: what was published meanwhile
+        # is lost to the values held).
+        self.last.refill(lost=reconnected or lost_since is not None)
         if lost_since is not None:
             # What was published while we were away is lost; metadata may have changed
             # unannounced (a series_forget missed) too.
@@ -330,6 +346,7 @@ class FeedHub:
                 inbox.overflowed = False
                 log.warning("feed fan-out fell behind; oldest notifications dropped")
                 self._feed_lost(datetime.now(UTC))
+                self.last.lost()
             try:
                 await self._fan_out(items)
             except asyncio.CancelledError:
@@ -342,20 +359,27 @@ class FeedHub:
         samples: list[WireSample] = []
         events: list[DeviceEvent] = []
         alerts: list[AlertChange] = []
-        # A process nobody watches does not even decode what it hears.
+        # A process nobody watches decodes only samples (for its last values).
         groups = self._kind_groups
+        forget = False
         for channel, payload in items:
             try:
-                if channel == SAMPLES_CHANNEL and groups["metrics"]:
+                if channel == SAMPLES_CHANNEL:
                     samples += decode_samples_wire(payload)
                 elif channel == EVENTS_CHANNEL and groups["events"]:
                     events += decode_events(payload)
                 elif channel == ALERTS_CHANNEL and groups["alerts"]:
                     alerts.append(_alert_change.decode(payload))
                 elif channel == CONTROL_CHANNEL:
-                    self._on_control(payload)
+                    forget = self._on_control(payload) or forget
             except msgspec.DecodeError as exc:
                 log.warning("unreadable notification ignored", channel=channel, error=str(exc))
+                if channel == SAMPLES_CHANNEL:
+                    self.last.lost()  # its samples are not known: fill again
+        if samples:
+            await self._apply_last(samples)
+        if forget:
+            await self._forget_last()
         if self.meta.stale():
             await self.meta.refresh()
         if samples:
@@ -365,17 +389,40 @@ class FeedHub:
         if alerts:
             await self._fan_out_alerts(alerts)
 
-    def _on_control(self, payload: str) -> None:
+    async def _apply_last(self, samples: list[WireSample]) -> None:
+        unknown = self.last.apply(samples)
+        if unknown:
+            try:
+                await self.last.learn(unknown)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("last values: new series unreadable; filling again", error=str(exc))
+                self.last.lost()
+
+    async def _forget_last(self) -> None:
+        try:
+            await self.forget_deleted_devices()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("last values: devices unreadable", error=str(exc))
+
+    def _on_control(self, payload: str) -> bool:
+        """Act on a control message; True for a deletion (the last values drop the
+        devices that are gone)."""
         control = decode_control(payload)
         op = control.op
         if op in ("series_forget", "device_changed"):
             self.forget_series()
-        elif op == "token_revoked":
+            return op == "series_forget"
+        if op == "token_revoked":
             token_id = control.args.get("id")
             if isinstance(token_id, int):
                 self.tokens.revoked(token_id)
             if self.on_token_revoked is not None:
                 self.on_token_revoked()
+        return False
 
     async def _fan_out_samples(self, samples: list[WireSample]) -> None:
         if not self._kind_groups["metrics"]:

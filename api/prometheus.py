@@ -97,6 +97,7 @@ class NetmonCollector:
     def collect(self) -> Iterable[Metric]:
         yield _build_info_family()
         yield from self._feeds()
+        yield from self._last_values()
         yield from self._feed_tokens()
         yield from self._http()
 
@@ -154,6 +155,34 @@ class NetmonCollector:
             value = _count(getattr(hub, attr, None))
             if value is not None:
                 yield CounterMetricFamily(name, doc, value=value)
+
+    def _last_values(self) -> Iterable[Metric]:
+        hub = self.ctx.hub
+        last = getattr(hub, "last", None)
+        if last is None:
+            return
+        yield GaugeMetricFamily(
+            "netmon_api_last_values",
+            "Series whose newest value this process holds in memory (device detail and "
+            "/api/v1/metrics/last read them).",
+            value=last.values,
+        )
+        yield GaugeMetricFamily(
+            "netmon_api_last_values_series",
+            "Series this process knows in memory (their device, metric and labels).",
+            value=last.series,
+        )
+        yield GaugeMetricFamily(
+            "netmon_api_last_values_bytes",
+            "Bytes of the last-value arrays and per-device series lists in this process.",
+            value=last.nbytes,
+        )
+        yield CounterMetricFamily(
+            "netmon_api_last_values_fills",
+            "Fills of the last values from the database completed: at start, and after "
+            "each gap in the live feed.",
+            value=last.fills,
+        )
 
     def _feed_tokens(self) -> Iterable[Metric]:
         hub = self.ctx.hub

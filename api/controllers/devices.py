@@ -125,10 +125,18 @@ class DeviceController(Controller):
             row = await store.device_detail(conn, device_id)
             if row is None or not request.user.sees(row["site"]):
                 raise NotFoundException(f"device {device_id} not found")
-            values = await store.interface_values(
-                conn, device_id, list(INTERFACE_METRICS), now - lookback, now
+            hub = ctx.hub
+            interfaces = (
+                hub.last.interfaces(device_id, now - lookback, now)
+                if hub is not None and hub.last.usable()
+                else None
             )
-        return detail_from_row(row, interfaces_from_rows(values))
+            if interfaces is None:
+                values = await store.interface_values(
+                    conn, device_id, list(INTERFACE_METRICS), now - lookback, now
+                )
+                interfaces = interfaces_from_rows(values)
+        return detail_from_row(row, interfaces)
 
     @post(
         "/",

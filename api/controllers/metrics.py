@@ -14,6 +14,7 @@ from litestar.params import KwargDefinition, QueryParameter
 
 from netmon.api.auth import Principal, requires
 from netmon.api.context import Ctx
+from netmon.api.last_values import LastValues as LastValueCache
 from netmon.api.problems import responses
 from netmon.api.schemas.common import (
     Id,
@@ -34,7 +35,7 @@ from netmon.api.schemas.metrics import (
 )
 from netmon.durations import parse_duration
 from netmon.errors import QueryError
-from netmon.store.queries import last_values, range_query
+from netmon.store.queries import LastValue, last_values, range_query
 from netmon.store.series import SeriesInfo, select_series
 from netmon.times import TIME_MIN
 
@@ -189,19 +190,48 @@ class MetricsQueryController(Controller):
         selected series (so it may hold fewer values); `next_cursor` leads to the next,
         whatever the number of series a device has."""
         window = lookback_window(lookback)
+        after = id_cursor(cursor) or 0
+        user = request.user
+        now = datetime.now(UTC)
+        cache = ctx.hub.last if ctx.hub is not None else None
+        if cache is not None and not cache.usable():
+            cache = None
         async with ctx.db.pool.acquire() as conn:
-            series = await _select(
-                conn,
-                request.user,
-                device,
-                metric,
-                label,
-                limit=limit + 1,
-                after_id=id_cursor(cursor) or 0,
-            )
-            page = series[:limit]
-            values = await last_values(conn, [s.id for s in page], window)
-        more = len(series) > limit
+            page: list[SeriesInfo] | None = None
+            more = False
+            if cache is not None and device and cache.complete:
+                # Which devices exist, and their sites, from the database (exact scope
+                # and deletions); what they measure, from memory.
+                wanted = _labels(label)
+                if wanted is None:
+                    return LastValues(items=[], next_cursor=None)
+                rows = await conn.fetch(_DEVICE_SITES, device)
+                chosen = _cached_selection(
+                    cache,
+                    [tuple(r) for r in rows if user.sees(r["site"])],
+                    set(metric) if metric else None,
+                    wanted,
+                    after,
+                    limit + 1,
+                )
+                if chosen is not None:
+                    more = len(chosen) > limit
+                    page = chosen[:limit]
+            if page is None:
+                series = await _select(
+                    conn, user, device, metric, label, limit=limit + 1, after_id=after
+                )
+                more = len(series) > limit
+                page = series[:limit]
+            ids = [s.id for s in page]
+            if cache is None:
+                values = await last_values(conn, ids, window, now)
+            else:
+                found, missing = cache.values_of(ids, now - window, now)
+                values = [LastValue(sid, t, v) for sid, t, v in found]
+                if missing:
+                    values += await last_values(conn, missing, window, now)
+                    values.sort(key=_series_id)
         return last_values_out(page, values, next_id_cursor(page[-1].id) if more else None)
 
     @get(
@@ -247,6 +277,58 @@ class MetricsQueryController(Controller):
                     str(exc), extra=[{"key": "step", "message": str(exc)}]
                 ) from exc
         return range_out(start_, end_, step_, series, results)
+
+
+# The devices a selector names, their sites, and how many series each has: the series in
+# memory are used only if all of them are there (one created a moment ago may not be).
+_DEVICE_SITES = """
+SELECT d.id, d.name, d.site, (SELECT count(*) FROM series s WHERE s.device_id = d.id) AS n
+FROM devices d WHERE d.name = ANY($1::text[])
+"""
+
+
+def _series_id(value: LastValue) -> int:
+    return value.series_id
+
+
+def _cached_selection(
+    cache: LastValueCache,
+    devices: list[tuple[Any, ...]],
+    metrics: set[str] | None,
+    labels: dict[str, str],
+    after_id: int,
+    limit: int,
+) -> list[SeriesInfo] | None:
+    """The series of ``devices`` (id, name, site, series count) that the selector picks,
+    by id, at most ``limit`` after ``after_id``, as ``select_series`` would; None if some
+    device's series are not all known in memory."""
+    picked: list[SeriesInfo] = []
+    for device_id, name, site, count in devices:
+        ids = cache.device_series(device_id)
+        if ids is None or len(ids) != count:
+            return None
+        for sid in cache.after(ids, after_id):
+            meta = cache.meta(sid)
+            if meta is None:
+                return None
+            if metrics is not None and meta.metric not in metrics:
+                continue
+            if labels and any(meta.labels.get(k) != v for k, v in labels.items()):
+                continue
+            picked.append(
+                SeriesInfo(
+                    sid, device_id, name, site, meta.metric, meta.labels, meta.unit, meta.kind
+                )
+            )
+            if len(devices) == 1 and len(picked) >= limit:
+                break
+    if len(devices) > 1:
+        picked.sort(key=_info_id)
+    return picked[:limit]
+
+
+def _info_id(series: SeriesInfo) -> int:
+    return series.id
 
 
 def lookback_window(lookback: str) -> timedelta:

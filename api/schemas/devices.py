@@ -21,6 +21,7 @@ __all__ = [
     "Interface",
     "PollHealth",
     "detail_from_row",
+    "interface_reader",
     "summary_from_row",
 ]
 
@@ -185,6 +186,11 @@ _INTERFACE_READ = {
     )
     for metric, field in INTERFACE_METRICS.items()
 }
+
+
+def interface_reader(metric: str) -> tuple[str, Any]:
+    """The Interface field an interface metric feeds, and how its value (a float) reads."""
+    return _INTERFACE_READ[metric]
 
 
 def interfaces_from_rows(rows: list[asyncpg.Record]) -> list[Interface]:

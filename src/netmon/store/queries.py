@@ -26,8 +26,10 @@ __all__ = [
     "RangeResult",
     "Resolution",
     "choose_resolution",
+    "fill_last_values",
     "last_values",
     "range_query",
+    "series_rows",
 ]
 
 Resolution = Literal["raw", "5m", "1h"]
@@ -94,6 +96,40 @@ async def last_values(
     now = now or datetime.now(UTC)
     rows = await conn.fetch(_LAST, list(series_ids), now - lookback, now)
     return [LastValue(id_, time, _number(value)) for id_, time, value in rows]
+
+
+# The fill of an API process's last-value cache (netmon.api.last_values): a chunk of
+# series by id, what each measures, and its newest sample in [$3, $4] (one index probe a
+# series and partition: the window bounds the partitions).
+_FILL = """
+SELECT s.id, s.device_id, s.metric, s.labels::text, s.unit, s.kind, l.time, l.value::text
+FROM (SELECT * FROM series WHERE id > $1 ORDER BY id LIMIT $2) s
+LEFT JOIN LATERAL (
+    SELECT time, value FROM samples
+    WHERE series_id = s.id AND time >= $3 AND time <= $4
+    ORDER BY time DESC LIMIT 1
+) l ON true
+ORDER BY s.id
+"""
+
+_SERIES_ROWS = """
+SELECT id, device_id, metric, labels::text, unit, kind FROM series
+WHERE id = ANY($1::bigint[])
+"""
+
+
+async def fill_last_values(
+    conn: asyncpg.Connection, after_id: int, limit: int, since: datetime, until: datetime
+) -> list[asyncpg.Record]:
+    """Up to ``limit`` series with ids above ``after_id``, ascending: (id, device_id,
+    metric, labels as JSON text, unit, kind, newest time in [since, until] or null, its
+    value as text or null)."""
+    return list(await conn.fetch(_FILL, after_id, limit, since, until))
+
+
+async def series_rows(conn: asyncpg.Connection, ids: Sequence[int]) -> list[asyncpg.Record]:
+    """(id, device_id, metric, labels as JSON text, unit, kind) of the series ``ids``."""
+    return list(await conn.fetch(_SERIES_ROWS, list(ids)))
 
 
 def choose_resolution(

@@ -1,0 +1,431 @@
+"""The newest value of every series, in memory, for device detail and ``/metrics/last``.
+
+Each API process keeps one ``LastValues``, owned by its feed hub (``feeds.py``): fed by
+the ``netmon_samples`` notifications the hub already LISTENs to, filled from the database
+once the LISTEN connection is up, and filled again after every gap (a reconnect of that
+connection, or notifications the hub had to drop).
+
+Why a read from here is as fresh as one from PostgreSQL, less the feed's lag:
+
+- The fill starts after LISTEN is up: a commit before it is read by the fill, a commit
+  after it arrives as a notification. Both are merged as "the newest by time wins", so a
+  fill racing notifications, or an older sample arriving late, never replaces a newer
+  value.
+- A series is answered from here only once it is *loaded*: the fill has read it since the
+  last gap (or it was created after the fill passed its id, when every sample of it is
+  notified). Anything else is read from the database, as before.
+- While the LISTEN connection is down nothing is answered from here (``usable``): from
+  the moment it is lost until the refill has read a series again.
+
+What is *not* kept here: which devices exist and their sites. Readers take those from the
+database on every request (a primary-key lookup), so site scope and deletions are exact;
+the series of a device (their ids, metrics, labels) never change once created, and are
+kept here. Memory: slot arrays indexed by series id (22 bytes a series id up to the
+highest), 8 bytes a series in its device's list, and one shared entry per distinct
+(metric, labels, unit, kind); ``nbytes`` reports it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from array import array
+from bisect import bisect_right, insort
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from netmon.api.schemas.devices import INTERFACE_METRICS, Interface, interface_reader
+from netmon.logs import get_logger
+from netmon.store.database import Database, is_connection_error
+from netmon.store.notify import WireSample, from_wire
+from netmon.store.queries import fill_last_values, series_rows
+
+__all__ = ["FILL_CHUNK", "FILL_WINDOW", "LastValues", "SeriesMeta"]
+
+log = get_logger(__name__)
+
+# How far back the fill looks for a series' newest value: a series with nothing newer is
+# known to have nothing newer, and a read reaching further back asks the database.
+FILL_WINDOW = timedelta(days=1)
+# Series per fill query: small enough that a query is a few hundred milliseconds of
+# PostgreSQL, and that notifications are applied between them.
+FILL_CHUNK = 20_000
+# Pause before a fill that failed (the database is away) is tried again.
+FILL_RETRY = 2.0
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_SAFE = 2**53  # integers up to this travel exactly through a double
+
+# kinds[sid]: how values[sid] reads back
+_NONE, _FLOAT, _INT, _BIG = 0, 1, 2, 3
+
+
+def _us(moment: datetime) -> int:
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _time(us: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=us)
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesMeta:
+    """What a series measures; shared by every series with the same four (most are: one
+    device's interfaces have the same metrics and label sets as the next's)."""
+
+    metric: str
+    labels: dict[str, str]  # shared: read, never change
+    unit: str
+    kind: str
+    # For device detail: the Interface field this series feeds, and the interface.
+    interface_field: str | None
+    interface: str | None
+
+
+class LastValues:
+    """Newest (time, value) per series id, with per-device series lists."""
+
+    def __init__(
+        self,
+        db: Database,
+        listening: Callable[[], bool],
+        *,
+        window: timedelta = FILL_WINDOW,
+        chunk: int = FILL_CHUNK,
+    ) -> None:
+        self.db = db
+        self._listening = listening
+        self.window = window
+        self.chunk = chunk
+        # Slots by series id.
+        self._times = array("q")
+        self._values = array("d")
+        self._kinds = bytearray()
+        self._loaded = bytearray()
+        self._metas = array("I")  # index into _meta_table; 0: series not known here
+        self._big: dict[int, int] = {}  # integers beyond a double's exact range
+        # _times[sid] > 0: the newest sample's µs; < 0: -floor, "nothing at or after
+        # floor" (what the fill found); 0: nothing known.
+        self._meta_table: list[SeriesMeta | None] = [None]
+        self._meta_index: dict[tuple[str, str, str, str], int] = {}
+        self._labels: dict[str, dict[str, str]] = {}
+        self._devices: dict[int, array[int]] = {}
+        # The fill: its task, how far (series id) it has read, and whether every series
+        # is in the device lists (a pass completed since the last gap).
+        self._fill: asyncio.Task[None] | None = None
+        self._cursor = 0
+        self.complete = False
+        self.generation = 0
+        # Counters and figures for /metrics.
+        self.fills = 0  # passes completed
+        self.fill_seconds = 0.0  # the last one's duration
+        self.values = 0  # series holding a value
+        self.series = 0  # series known
+
+    # -- state -----------------------------------------------------------------------
+
+    def usable(self) -> bool:
+        """Whether anything may be answered from here now: LISTEN is up (a loss is
+        noticed before the reconnect's refill)."""
+        return self._listening()
+
+    @property
+    def nbytes(self) -> int:
+        slots = (
+            self._times.itemsize * len(self._times)
+            + self._values.itemsize * len(self._values)
+            + len(self._kinds)
+            + len(self._loaded)
+            + self._metas.itemsize * len(self._metas)
+        )
+        lists = sum(a.itemsize * len(a) for a in self._devices.values())
+        return slots + lists
+
+    def _grow(self, sid: int) -> None:
+        size = len(self._times)
+        if sid < size:
+            return
+        # Grow by half again: series ids come in increasing order.
+        more = max(sid + 1, size + size // 2 + 1024) - size
+        self._times.extend(array("q", bytes(8 * more)))
+        self._values.extend(array("d", bytes(8 * more)))
+        self._kinds.extend(bytes(more))
+        self._loaded.extend(bytes(more))
+        self._metas.extend(array("I", bytes(4 * more)))
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def refill(self, *, lost: bool) -> None:
+        """Fill (again): at the first LISTEN, and after each gap (``lost``: notifications
+        were missed, so nothing held is known to be the newest any more)."""
+        if lost:
+            self._loaded = bytearray(len(self._loaded))
+            self.complete = False
+        self.generation += 1
+        self._cursor = 0
+        if self._fill is not None:
+            self._fill.cancel()
+        self._fill = asyncio.create_task(self._run_fill(self.generation), name="netmon-last-fill")
+
+    async def stop(self) -> None:
+        if self._fill is not None:
+            self._fill.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._fill
+            self._fill = None
+
+    async def _run_fill(self, generation: int) -> None:
+        while True:
+            try:
+                await self._fill_pass(generation)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if is_connection_error(exc):
+                    log.warning("last values: fill failed", error=f"{type(exc).__name__}: {exc}")
+                else:
+                    log.exception("last values: fill failed")
+            await asyncio.sleep(FILL_RETRY)
+            if generation != self.generation:
+                return
+            self._cursor = 0
+
+    async def _fill_pass(self, generation: int) -> None:
+        started = time.perf_counter()
+        after = 0
+        while True:
+            now = datetime.now(UTC)
+            async with self.db.pool.acquire() as conn:
+                rows = await fill_last_values(
+                    conn, after, self.chunk, now - self.window, now + timedelta(days=1)
+                )
+            if generation != self.generation:
+                return
+            floor = _us(now - self.window)
+            for sid, device_id, metric, labels, unit, kind, moment, text in rows:
+                self._know(sid, device_id, metric, labels, unit, kind)
+                if moment is not None:
+                    self._merge(sid, _us(moment), _read(text))
+                elif self._times[sid] == 0 or -self._times[sid] > floor:
+                    # Nothing since ``floor``, unless a notification brought a value.
+                    self._times[sid] = -floor
+                self._loaded[sid] = 1
+            if len(rows) < self.chunk:
+                break
+            after = rows[-1][0]
+            self._cursor = after
+            await asyncio.sleep(0)
+        self._cursor = 1 << 62
+        self.complete = True
+        self.fills += 1
+        self.fill_seconds = time.perf_counter() - started
+        self._count()
+        log.info(
+            "last values filled",
+            series=self.series,
+            values=self.values,
+            seconds=round(self.fill_seconds, 2),
+            bytes=self.nbytes,
+        )
+
+    def _count(self) -> None:
+        self.series = sum(len(a) for a in self._devices.values())
+        self.values = sum(1 for t in self._times if t > 0)
+
+    # -- writes ----------------------------------------------------------------------
+
+    def _know(
+        self, sid: int, device_id: int, metric: str, labels_text: str, unit: str, kind: str
+    ) -> None:
+        self._grow(sid)
+        if self._metas[sid]:
+            return
+        key = (metric, labels_text, unit, kind)
+        index = self._meta_index.get(key)
+        if index is None:
+            labels = self._labels.get(labels_text)
+            if labels is None:
+                labels = self._labels[labels_text] = json.loads(labels_text)
+            interface = labels.get("interface")
+            field = INTERFACE_METRICS.get(metric) if interface is not None else None
+            index = self._meta_index[key] = len(self._meta_table)
+            self._meta_table.append(SeriesMeta(metric, labels, unit, kind, field, interface))
+        self._metas[sid] = index
+        ids = self._devices.get(device_id)
+        if ids is None:
+            self._devices[device_id] = array("q", [sid])
+        elif ids[-1] < sid:
+            ids.append(sid)
+        else:
+            insort(ids, sid)
+
+    def _merge(self, sid: int, us: int, value: int | float) -> bool:
+        """Keep (us, value) if it is newer than what is held; True if it was. Below a
+        floor (nothing at or after -times[sid]) a late sample is not known to be the
+        newest: reads reaching back that far ask the database."""
+        times = self._times
+        held = times[sid]
+        if held >= us or (held < 0 and us < -held):
+            return False
+        if held <= 0:
+            self.values += 1
+        times[sid] = us
+        if type(value) is float:
+            self._values[sid] = value
+            self._kinds[sid] = _FLOAT
+        elif -_SAFE <= value <= _SAFE:
+            self._values[sid] = value
+            self._kinds[sid] = _INT
+            self._big.pop(sid, None)
+        else:
+            self._big[sid] = int(value)
+            self._kinds[sid] = _BIG
+        return True
+
+    def apply(self, samples: Sequence[WireSample]) -> set[int]:
+        """Merge notified samples; return the series ids not known here yet (the caller
+        learns them: ``learn``)."""
+        unknown: set[int] = set()
+        size = len(self._times)
+        metas = self._metas
+        for sid, us, value in samples:
+            if sid >= size:
+                self._grow(sid)
+                size = len(self._times)
+                metas = self._metas
+            if not metas[sid]:
+                unknown.add(sid)
+            self._merge(sid, us, from_wire(value) if isinstance(value, str) else value)
+        return unknown
+
+    async def learn(self, ids: Iterable[int]) -> None:
+        """Add series first heard of in a notification. One the fill has passed was
+        created after LISTEN began, so every sample of it was notified: it is loaded."""
+        wanted = list(ids)
+        async with self.db.pool.acquire() as conn:
+            rows = await series_rows(conn, wanted)
+        cursor = self._cursor
+        for sid, device_id, metric, labels, unit, kind in rows:
+            self._know(sid, device_id, metric, labels, unit, kind)
+            if sid <= cursor:
+                self._loaded[sid] = 1
+        self.series += len(rows)
+
+    def lost(self) -> None:
+        """Notifications were dropped: fill again."""
+        self.refill(lost=True)
+
+    def forget_devices(self, keep: set[int]) -> None:
+        """Drop the series of devices not in ``keep`` (deleted)."""
+        for device_id in [d for d in self._devices if d not in keep]:
+            for sid in self._devices.pop(device_id):
+                if self._times[sid] > 0:
+                    self.values -= 1
+                self._times[sid] = 0
+                self._kinds[sid] = _NONE
+                self._loaded[sid] = 0
+                self._metas[sid] = 0
+                self._big.pop(sid, None)
+        self.series = sum(len(a) for a in self._devices.values())
+
+    # -- reads -----------------------------------------------------------------------
+
+    def device_series(self, device_id: int) -> array[int] | None:
+        """The device's series ids, ascending, if every one is known here."""
+        if not self.complete:
+            return None
+        return self._devices.get(device_id, _EMPTY)
+
+    def meta(self, sid: int) -> SeriesMeta | None:
+        return self._meta_table[self._metas[sid]] if sid < len(self._metas) else None
+
+    def lookup(
+        self, sid: int, since_us: int, now_us: int
+    ) -> tuple[int, int | float] | Literal[False] | None:
+        """The newest (µs, value) of ``sid`` in [since, now]; None if it has none there;
+        False if that is not known here (ask the database)."""
+        if sid >= len(self._loaded) or not self._loaded[sid]:
+            return False
+        us = self._times[sid]
+        if us > 0:
+            if us > now_us:
+                return False  # stamped in the future: the database has the newest up to now
+            if us < since_us:
+                return None
+            kind = self._kinds[sid]
+            if kind == _FLOAT:
+                return us, self._values[sid]
+            if kind == _INT:
+                return us, int(self._values[sid])
+            return us, self._big[sid]
+        # Nothing at or after -us (the fill's floor): known only for windows within it.
+        return None if us < 0 and since_us >= -us else False
+
+    def values_of(
+        self, ids: Sequence[int], since: datetime, now: datetime
+    ) -> tuple[list[tuple[int, datetime, int | float]], list[int]]:
+        """(series id, time, value) of those of ``ids`` with a value in [since, now], and
+        the ids this cannot answer for."""
+        since_us, now_us = _us(since), _us(now)
+        found: list[tuple[int, datetime, int | float]] = []
+        missing: list[int] = []
+        lookup = self.lookup
+        for sid in ids:
+            got = lookup(sid, since_us, now_us)
+            if got is False:
+                missing.append(sid)
+            elif got is not None:
+                found.append((sid, _time(got[0]), got[1]))
+        return found, missing
+
+    def interfaces(self, device_id: int, since: datetime, now: datetime) -> list[Interface] | None:
+        """Device detail's interfaces, as ``interfaces_from_rows`` makes them from the
+        database; None if not all of it is known here."""
+        ids = self.device_series(device_id)
+        if ids is None:
+            return None
+        since_us, now_us = _us(since), _us(now)
+        by_name: dict[str, dict[str, Any]] = {}
+        newest: dict[str, int] = {}
+        table, metas, lookup = self._meta_table, self._metas, self.lookup
+        for sid in ids:
+            meta = table[metas[sid]]
+            if meta is None or meta.interface_field is None or meta.interface is None:
+                continue
+            got = lookup(sid, since_us, now_us)
+            if got is False:
+                return None
+            if got is None:
+                continue
+            us, value = got
+            name = meta.interface
+            fields = by_name.get(name)
+            if fields is None:
+                fields = by_name[name] = {"name": name}
+            field, convert = interface_reader(meta.metric)
+            fields[field] = convert(float(value))
+            if us > newest.get(name, 0):
+                newest[name] = us
+        return [
+            Interface(**by_name[name], updated_at=_time(newest[name])) for name in sorted(by_name)
+        ]
+
+    def after(self, ids: array[int], after_id: int) -> Sequence[int]:
+        """``ids`` (ascending) above ``after_id``."""
+        return ids[bisect_right(ids, after_id) :] if after_id else ids
+
+
+_EMPTY: array[int] = array("q")
+
+
+def _read(text: str) -> int | float:
+    """A numeric as text: an int when written without a fraction (as queries._number)."""
+    if "." in text or "N" in text or "n" in text:
+        return float(text)
+    return int(text)
