@@ -1,6 +1,7 @@
-"""Polling: netmon's poller against the lab, and a bare pysnmp loop on the same agents.
+"""Polling: netmon's poller against the lab, and bare gufo-snmp and pysnmp loops on the
+same agents.
 
-    python bench/poll.py [--quick] [--sizes 1000,5000] [--runs N] [--database-url URL]
+    python bench/poll.py [--quick] [--sizes 1000,20000] [--runs N] [--database-url URL]
 
 Set-up (not measured): the built-in lab runs in a process of its own (``netmon lab
 --snmp-only``) with N devices of 8 interfaces each, SNMPv3 authPriv SHA/AES-128; netmon's
@@ -17,12 +18,16 @@ PostgreSQL are other processes), SNMP values received and overruns. Figures per 
 * ``cpu_ms_per_device_poll``, ``cpu_ms_per_value``; ``devices_polled_per_min``;
 * ``overruns_at_N``: polls skipped because the previous poll of the device still ran.
 
-Baseline, same run, same agents: a bare pysnmp 7 loop (one engine, hlapi ``get_cmd`` /
+The poller uses its default engine, gufo-snmp (``snmp.engine``).
+
+Baselines, same run, same agents: a bare gufo-snmp loop (one session per device kept, one
+``get_many`` of the system scalars and one GETBULK walk per column, in one thread:
+``gufo_cpu_ms_per_device_poll``), and a bare pysnmp 7 loop (one engine, hlapi ``get_cmd`` /
 ``bulk_cmd`` with ``lookupMib=False``, 50 requests in flight) fetching the same OIDs the
 tasks fetch (4 system scalars; 19 ifTable/ifXTable columns x 9 rows; 5 HOST-RESOURCES
 columns x 3 rows: the lab's 2 CPUs and 2 storage areas, plus the row that ends the walk)
 from 200 of the devices (--quick: all), after one unmeasured pass. It writes nothing.
-Ratio = netmon / baseline.
+Ratio = netmon / baseline of the same name: ``cpu_ms_per_device_poll`` is the pysnmp loop.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import asyncio
 import contextlib
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -43,7 +49,7 @@ from _contract import environment, main, repeat, stderr
 from _lab import LabProcess, polling
 
 from netmon.lab import AUTH_KEY_ENV, DEFAULT_AUTH_KEY, DEFAULT_PRIV_KEY, PRIV_KEY_ENV
-from netmon.snmp.client import shared_client
+from netmon.snmp.gufo_engine import shared_gufo
 
 BASE_PORT = 20000  # below Linux's ephemeral ports (32768+), which clients take
 BASELINE_DEVICES = 200
@@ -79,7 +85,7 @@ async def measure_netmon(
 ) -> dict[str, float]:
     async with polling(url, scratch, inventory) as service:
         assert service.poller is not None
-        stats, client = service.poller.stats, shared_client()
+        stats, client = service.poller.stats, shared_gufo()
         # Two intervals: the first poll discovers and sizes; the second makes the rate
         # series. Both are one-time costs, not the steady state measured next.
         stderr.print(f"  warm-up: two intervals ({2 * interval:g} s)")
@@ -104,6 +110,53 @@ async def measure_netmon(
         }
 
 
+def measure_gufo(devices: int) -> float:
+    """CPU ms per device poll of the bare gufo-snmp loop, in a child process."""
+    done = subprocess.run(
+        [sys.executable, "-c", BARE_GUFO, str(BASE_PORT), str(min(devices, BASELINE_DEVICES))],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ},
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"the bare gufo-snmp loop failed:\n{done.stderr[-3000:]}")
+    return float(done.stdout.split()[0])
+
+
+BARE_GUFO = f"""
+import sys, time
+from gufo.snmp import Aes128Key, Sha1Key, User
+from gufo.snmp.sync import SnmpSession
+base, n = int(sys.argv[1]), int(sys.argv[2])
+SYSTEM = {SYSTEM!r}
+TABLES = (({INTERFACE_COLUMNS!r}, {INTERFACES + 1}), ({RESOURCE_COLUMNS!r}, 3))
+user = User("netmon", auth_key=Sha1Key(b"{DEFAULT_AUTH_KEY}"),
+            priv_key=Aes128Key(b"{DEFAULT_PRIV_KEY}"))
+sessions = []
+for port in range(base + 1, base + n + 1):
+    s = SnmpSession(addr="127.0.0.1", port=port, user=user, timeout=2)
+    s.refresh()
+    sessions.append(s)
+def poll(s):
+    got = len(s.get_many(SYSTEM))
+    for columns, reps in TABLES:
+        for column in columns:
+            got += sum(1 for _ in s.getbulk(column, max_repetitions=reps))
+    return got
+for s in sessions:
+    poll(s)
+values = polls = 0
+cpu = time.process_time()
+for _ in range(3):
+    for s in sessions:
+        values += poll(s)
+        polls += 1
+cpu = time.process_time() - cpu
+print(cpu * 1000 / polls, values / polls)
+"""
+
+
 def measure_pysnmp(devices: int) -> dict[str, float]:
     """The bare loop, in a child process: its CPU is its own, and its engine is fresh."""
     done = subprocess.run(
@@ -122,6 +175,7 @@ def measure_pysnmp(devices: int) -> dict[str, float]:
     return {
         "cpu_ms_per_value": cpu_per_value,
         "cpu_ms_per_device_poll": cpu_per_poll,
+        "pysnmp_cpu_ms_per_device_poll": cpu_per_poll,
         "devices_per_min_per_core": 60_000 / cpu_per_poll,
     }
 
@@ -173,7 +227,8 @@ asyncio.run(main())
 async def bench(args: argparse.Namespace, url: str, scratch: Path) -> dict[str, Any]:
     os.environ.setdefault(AUTH_KEY_ENV, DEFAULT_AUTH_KEY)
     os.environ.setdefault(PRIV_KEY_ENV, DEFAULT_PRIV_KEY)
-    sizes = [int(s) for s in (args.sizes or ("50" if args.quick else "1000,5000")).split(",")]
+    sizes = [int(s) for s in (args.sizes or ("50" if args.quick else "1000,20000")).split(",")]
+    _raise_fd_limit(max(sizes))
     interval = args.interval or (5.0 if args.quick else 60.0)
     runs = args.runs or 1
 
@@ -187,8 +242,9 @@ async def bench(args: argparse.Namespace, url: str, scratch: Path) -> dict[str, 
                 size, folder, base_port=BASE_PORT, interfaces=INTERFACES, snmp_only=True
             ):
                 set_interval(folder, interval)
-                stderr.print("  baseline: bare pysnmp loop")
+                stderr.print("  baseline: bare pysnmp loop, bare gufo-snmp loop")
                 bare = await asyncio.to_thread(measure_pysnmp, size)
+                bare["gufo_cpu_ms_per_device_poll"] = await asyncio.to_thread(measure_gufo, size)
                 stderr.print(f"  baseline: {bare}")
                 got = await measure_netmon(
                     url, scratch / f"poller-{size}-{index}", folder, interval
@@ -219,6 +275,21 @@ async def bench(args: argparse.Namespace, url: str, scratch: Path) -> dict[str, 
             **environment(),
         },
     )
+
+
+def _raise_fd_limit(devices: int) -> None:
+    """A session (one socket) per device here and one socket per device in the lab: raise
+    the descriptor limit (root may raise the hard one; the lab inherits it)."""
+    need = 2 * devices + 4096
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= need:
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (need, max(need, hard)))
+    except (ValueError, OSError):
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        stderr.print(f"  descriptor limit {hard}: fewer than {need}; sessions will be evicted")
 
 
 if __name__ == "__main__":

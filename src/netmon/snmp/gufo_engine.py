@@ -224,6 +224,7 @@ class GufoEngine:
             else:
                 for column in wanted:
                     self._walk_column(target, column, rows, table[column])
+        self.stats["values"] += sum(len(cells) for cells in table.values())
         return table
 
     def close(self) -> None:
