@@ -24,16 +24,16 @@ from __future__ import annotations
 import math
 import os
 import socket
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from itertools import chain
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 import msgspec
 
-from netmon.records import DeviceEvent
+from netmon.records import DeviceEvent, Sample, SeriesKey
 
 __all__ = [
     "CHANNELS",
@@ -43,6 +43,7 @@ __all__ = [
     "PAYLOAD_LIMIT",
     "SAMPLES_CHANNEL",
     "Control",
+    "Fragments",
     "SamplesPayload",
     "WireValue",
     "decode_control",
@@ -51,10 +52,13 @@ __all__ = [
     "encode_events",
     "encode_samples",
     "from_wire",
+    "pack_fragments",
     "publish",
     "publish_control",
     "publish_events",
+    "publish_fragments",
     "publish_samples",
+    "sample_fragments",
     "to_wire",
 ]
 
@@ -163,6 +167,64 @@ def encode_samples(
         )
     )
     return _chunks(flat, 3, lambda part: _encoder.encode(SamplesPayload(t0=t0, s=part)), limit)
+
+
+class Fragments(NamedTuple):
+    """Samples on their way to ``netmon_samples``, not yet cut into payloads: ``t0`` and
+    one ``"series_id,µs after t0,value"`` string per sample (see ``sample_fragments``)."""
+
+    t0: int
+    items: list[str]
+
+
+def sample_fragments(
+    samples: Sequence[Sample], ids: Mapping[SeriesKey, int], times: Iterable[datetime]
+) -> Fragments:
+    """``samples`` (with their series ids) as the text of their triples in a
+    ``netmon_samples`` payload, for ``pack_fragments``: the same JSON ``encode_samples``
+    writes (values as ``to_wire`` gives them), made with one f-string a sample rather
+    than a flat list of objects to encode. ``times``: every time among the samples."""
+    offsets = {time: _us(time) for time in times}
+    t0 = min(offsets.values())
+    for time in offsets:
+        offsets[time] -= t0
+    safe = MAX_SAFE_INTEGER
+    items = [
+        f"{ids[s.series]},{offsets[s.time]},"
+        f"{s.value if (type(s.value) is int and -safe <= s.value <= safe) or (type(s.value) is float and s.value - s.value == 0.0) else _json_wire(s.value)}"  # noqa: E501
+        for s in samples
+    ]
+    return Fragments(t0, items)
+
+
+def _json_wire(value: Number) -> str:
+    return _encoder.encode(to_wire(value)).decode()
+
+
+def pack_fragments(fragments: Fragments, limit: int = PAYLOAD_LIMIT) -> list[str]:
+    """``netmon_samples`` payloads of at most ``limit`` bytes (fragments are ASCII)."""
+    head = f'{{"t0":{fragments.t0},"s":['
+    room = limit - len(head) - 2  # "]}"
+    out: list[str] = []
+    items = fragments.items
+    start = 0
+    size = -1  # no comma before the first
+    for i, item in enumerate(items):
+        n = len(item) + 1
+        if size + n > room and i > start:
+            out.append(head + ",".join(items[start:i]) + "]}")
+            start, size = i, -1
+        size += n
+    if start < len(items):
+        out.append(head + ",".join(items[start:]) + "]}")
+    return out
+
+
+async def publish_fragments(conn: asyncpg.Connection, fragments: Fragments) -> int:
+    """Publish committed samples given as fragments; return how many notifications."""
+    payloads = pack_fragments(fragments)
+    await publish(conn, SAMPLES_CHANNEL, payloads)
+    return len(payloads)
 
 
 def decode_samples(payload: str | bytes) -> list[tuple[int, datetime, int | float]]:
