@@ -24,6 +24,8 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import CollectorRegistry
 
 from netmon.histogram import Histogram
+from netmon.snmp.engines import engines_in_use
+from netmon.snmp.gufo_engine import GufoEngine
 
 if TYPE_CHECKING:
     from netmon.core_control import LocalCore
@@ -44,6 +46,7 @@ class CoreCollector:
 
     def collect(self) -> Iterable[Metric]:
         yield from self._poller()
+        yield from self._snmp()
         yield from self._writer()
         yield from self._alerts()
 
@@ -148,6 +151,53 @@ class CoreCollector:
             "Configurations read and waiting for the database.",
             value=service.configs.pending,
         )
+
+    def _snmp(self) -> Iterable[Metric]:
+        engines = engines_in_use()
+        if not engines:
+            return
+        requests = CounterMetricFamily(
+            "netmon_snmp_requests",
+            "SNMP requests answered, by engine (gufo: gufo-snmp, compiled; pysnmp: the "
+            "reference engine, for 3DES, contexts, and telling USM refusals apart).",
+            labels=["engine"],
+        )
+        values = CounterMetricFamily(
+            "netmon_snmp_values", "SNMP values received, by engine.", labels=["engine"]
+        )
+        for engine in engines:
+            requests.add_metric([engine.name], engine.stats["requests"])
+            values.add_metric([engine.name], engine.stats["values"])
+        yield requests
+        yield values
+        gufo = next((e for e in engines if isinstance(e, GufoEngine)), None)
+        if gufo is None:
+            return
+        yield GaugeMetricFamily(
+            "netmon_snmp_sessions",
+            "gufo-snmp sessions open (one UDP socket each, one per device polled).",
+            value=gufo.sessions,
+        )
+        yield GaugeMetricFamily(
+            "netmon_snmp_session_budget",
+            "Most gufo-snmp sessions kept open: the descriptor limit less a reserve. Past it "
+            "sessions are closed and reopened (engine discovery again): raise the limit.",
+            value=gufo.max_sessions,
+        )
+        events = CounterMetricFamily(
+            "netmon_snmp_session_events",
+            "gufo-snmp session events: opened (discovery), refreshed (idle past 120 s), "
+            "renewed (refused: agent restarted or replaced), evicted (over the budget).",
+            labels=["event"],
+        )
+        for event, stat in (
+            ("opened", "sessions_opened"),
+            ("refreshed", "refreshes"),
+            ("renewed", "renewals"),
+            ("evicted", "evictions"),
+        ):
+            events.add_metric([event], gufo.stats[stat])
+        yield events
 
     def _writer(self) -> Iterable[Metric]:
         writer = self.core.writer

@@ -10,6 +10,7 @@ task never knows which one answered.
 
 from __future__ import annotations
 
+import sys
 from collections import Counter
 from collections.abc import Sequence
 from typing import Protocol
@@ -18,7 +19,7 @@ from netmon.snmp.oids import Oid
 from netmon.snmp.target import SnmpTarget
 from netmon.snmp.values import VarBind
 
-__all__ = ["SnmpEngine", "engine_for"]
+__all__ = ["SnmpEngine", "engine_for", "engines_in_use"]
 
 
 class SnmpEngine(Protocol):
@@ -39,6 +40,8 @@ class SnmpEngine(Protocol):
 
 def engine_for(target: SnmpTarget) -> SnmpEngine:
     """The process-wide engine that ``target``'s credentials name."""
+    # Imported here: a process whose devices all use one engine never loads the other
+    # (pysnmp and its MIB modules take a second and tens of MB).
     if target.credentials.engine == "gufo":
         from netmon.snmp.gufo_engine import shared_gufo
 
@@ -46,3 +49,13 @@ def engine_for(target: SnmpTarget) -> SnmpEngine:
     from netmon.snmp.client import shared_client
 
     return shared_client()
+
+
+def engines_in_use() -> list[SnmpEngine]:
+    """The engines this process has made so far (an engine is made on first use)."""
+    found: list[SnmpEngine] = []
+    for module in ("netmon.snmp.gufo_engine", "netmon.snmp.client"):
+        loaded = sys.modules.get(module)  # never import an engine just to report on it
+        if loaded is not None and loaded._shared is not None:
+            found.append(loaded._shared)
+    return found
