@@ -110,3 +110,41 @@ def test_aes_variants_map_to_distinct_pysnmp_protocols(keys):
     assert user.authentication_protocol == AUTH_PROTOCOLS["sha512"]
     assert user.privacy_protocol == PRIV_PROTOCOLS["aes256c"]
     assert user.security_level == "authPriv"
+
+
+def test_snmpv2c_community_by_reference(monkeypatch):
+    monkeypatch.setenv("T_COMMUNITY", "ro-community")
+    creds = snmp_credentials("p1", {"version": "2c", "community": {"env": "T_COMMUNITY"}})
+    assert (creds.version, creds.community, creds.engine) == ("2c", "ro-community", "gufo")
+    assert "ro-community" not in repr(creds)
+    with pytest.raises(ConfigError, match=r"host p1: snmp\.community: keys are not accepted"):
+        snmp_credentials("p1", {"version": "2c", "community": "public"})
+    with pytest.raises(ConfigError, match=r"host p1: snmp\.community: SNMPv2c needs"):
+        snmp_credentials("p1", {"version": "v2c"})
+    with pytest.raises(ConfigError, match=r"host p1: snmp\.version: expected 2c or 3"):
+        snmp_credentials("p1", {"version": "1", "community": {"env": "T_COMMUNITY"}})
+
+
+def test_a_v2c_host_sets_the_inherited_v3_keys_aside(monkeypatch):
+    # The defaults' v3 user and a key whose variable this host's machine lacks: unread.
+    monkeypatch.setenv("T_COMMUNITY", "ro-community")
+    merged = {
+        "user": "netmon",
+        "auth": {"protocol": "sha256", "key": {"env": "T_NOT_SET_ANYWHERE"}},
+        "version": "2c",
+        "community": {"env": "T_COMMUNITY"},
+    }
+    assert snmp_credentials("p2", merged).community == "ro-community"
+
+
+def test_engine_choice_and_what_gufo_cannot_do(keys):
+    base = {"user": "netmon", "auth": {"protocol": "sha1", "key": keys["auth"]}}
+    assert snmp_credentials("e1", base).engine == "gufo"
+    assert snmp_credentials("e1", {**base, "engine": "pysnmp"}).engine == "pysnmp"
+    with pytest.raises(ConfigError, match=r"host e1: snmp\.engine: expected gufo or pysnmp"):
+        snmp_credentials("e1", {**base, "engine": "net-snmp"})
+    triple = {**base, "legacy": True, "priv": {"protocol": "3des", "key": keys["priv"]}}
+    assert snmp_credentials("e1", triple).engine == "pysnmp"  # chosen for it
+    assert snmp_credentials("e1", {**base, "context": "vrf-a"}).engine == "pysnmp"
+    with pytest.raises(ConfigError, match=r"snmp\.engine: gufo-snmp does not support 3DES"):
+        snmp_credentials("e1", {**triple, "engine": "gufo"})

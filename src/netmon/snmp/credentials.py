@@ -145,14 +145,12 @@ def snmp_credentials(host: str, snmp: Mapping[str, Any]) -> SnmpCredentials:
     version = str(snmp.get("version", "3")).lower().removeprefix("v")
     if version not in get_args(SnmpVersion):
         raise where.error("version", f"expected 2c or 3, got {snmp.get('version')!r}")
-    allowed = _COMMON | (_V3 if version == "3" else {"community"})
-    unknown = set(snmp) - allowed
+    # Settings merge key by key from defaults and groups, so a v2c host inherits the
+    # defaults' v3 user and keys (and a v3 host a group's community): the other version's
+    # keys are set aside unread, their secrets unresolved.
+    unknown = set(snmp) - _COMMON - _V3 - {"community"}
     if unknown:
-        key = sorted(unknown)[0]
-        other = "SNMPv3" if version == "2c" else "SNMPv2c"
-        if key in (_V3 | {"community"}) - allowed:
-            raise where.error(key, f"is an {other} setting, and this host uses version {version}")
-        raise where.error(key, "unknown key")
+        raise where.error(sorted(unknown)[0], "unknown key")
     engine = str(snmp.get("engine", "gufo")).lower()
     if engine not in get_args(EngineName):
         raise where.error("engine", f"expected gufo or pysnmp, got {snmp.get('engine')!r}")
