@@ -191,6 +191,11 @@ class FeedHub:
 
     async def start(self) -> None:
         self._stopping = False
+        try:
+            await self.last.start()
+        except Exception as exc:
+            # Its reads go through the main pool instead.
+            log.warning("last values: no read pool", error=f"{type(exc).__name__}: {exc}")
         self._tasks = [
             asyncio.create_task(
                 self._listener.run(lambda: self._stopping), name="netmon-feed-listen"

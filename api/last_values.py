@@ -34,9 +34,12 @@ import time
 from array import array
 from bisect import bisect_right, insort
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
+
+import asyncpg
 
 from netmon.api.schemas.devices import INTERFACE_METRICS, Interface, interface_reader
 from netmon.logs import get_logger
@@ -44,7 +47,7 @@ from netmon.store.database import Database, is_connection_error
 from netmon.store.notify import WireSample, from_wire
 from netmon.store.queries import fill_last_values, series_rows
 
-__all__ = ["FILL_CHUNK", "FILL_WINDOW", "LastValues", "SeriesMeta"]
+__all__ = ["FILL_CHUNK", "FILL_WINDOW", "LastValues", "SeriesMeta", "read_pool"]
 
 log = get_logger(__name__)
 
@@ -56,6 +59,8 @@ FILL_WINDOW = timedelta(days=1)
 FILL_CHUNK = 20_000
 # Pause before a fill that failed (the database is away) is tried again.
 FILL_RETRY = 2.0
+# Connections of the read pool (``LastValues.reads``).
+READ_POOL_MIN, READ_POOL_MAX = 2, 8
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _SAFE = 2**53  # integers up to this travel exactly through a double
@@ -82,9 +87,10 @@ class SeriesMeta:
     labels: dict[str, str]  # shared: read, never change
     unit: str
     kind: str
-    # For device detail: the Interface field this series feeds, and the interface.
-    interface_field: str | None
+    # For device detail: the interface, and the Interface field this series feeds with
+    # how its value reads.
     interface: str | None
+    read: tuple[str, Callable[[float], object]] | None
 
 
 class LastValues:
@@ -118,6 +124,7 @@ class LastValues:
         # The fill: its task, how far (series id) it has read, and whether every series
         # is in the device lists (a pass completed since the last gap).
         self._fill: asyncio.Task[None] | None = None
+        self._reads: asyncpg.Pool | None = None
         self._cursor = 0
         self.complete = False
         self.generation = 0
@@ -172,12 +179,29 @@ class LastValues:
             self._fill.cancel()
         self._fill = asyncio.create_task(self._run_fill(self.generation), name="netmon-last-fill")
 
+    async def start(self) -> None:
+        """Open the read pool (the fill starts with LISTEN: ``refill``)."""
+        if self._reads is None:
+            self._reads = await read_pool(self.db)
+
     async def stop(self) -> None:
         if self._fill is not None:
             self._fill.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._fill
             self._fill = None
+        if self._reads is not None:
+            reads, self._reads = self._reads, None
+            try:
+                await asyncio.wait_for(reads.close(), timeout=5)
+            except (TimeoutError, OSError, asyncpg.PostgresError):
+                reads.terminate()
+
+    def connection(self) -> AbstractAsyncContextManager[asyncpg.Connection]:
+        """A connection for the reads around the values: the read pool's, else the
+        database's pool."""
+        pool = self._reads if self._reads is not None else self.db.pool
+        return pool.acquire()  # type: ignore[no-any-return]
 
     async def _run_fill(self, generation: int) -> None:
         while True:
@@ -253,9 +277,13 @@ class LastValues:
             if labels is None:
                 labels = self._labels[labels_text] = json.loads(labels_text)
             interface = labels.get("interface")
-            field = INTERFACE_METRICS.get(metric) if interface is not None else None
+            read = (
+                interface_reader(metric)
+                if interface is not None and metric in INTERFACE_METRICS
+                else None
+            )
             index = self._meta_index[key] = len(self._meta_table)
-            self._meta_table.append(SeriesMeta(metric, labels, unit, kind, field, interface))
+            self._meta_table.append(SeriesMeta(metric, labels, unit, kind, interface, read))
         self._metas[sid] = index
         ids = self._devices.get(device_id)
         if ids is None:
@@ -375,46 +403,77 @@ class LastValues:
         since_us, now_us = _us(since), _us(now)
         found: list[tuple[int, datetime, int | float]] = []
         missing: list[int] = []
-        lookup = self.lookup
+        # Inlined lookup (this runs for every series of every /metrics/last); a device's
+        # series share a few poll times, each made a datetime once.
+        loaded, times, kinds, values = self._loaded, self._times, self._kinds, self._values
+        size = len(loaded)
+        stamps: dict[int, datetime] = {}
         for sid in ids:
-            got = lookup(sid, since_us, now_us)
-            if got is False:
+            if sid >= size or not loaded[sid]:
                 missing.append(sid)
-            elif got is not None:
-                found.append((sid, _time(got[0]), got[1]))
+                continue
+            us = times[sid]
+            if us <= 0 or us > now_us:
+                if us > now_us or us == 0 or since_us < -us:
+                    missing.append(sid)
+                continue
+            if us < since_us:
+                continue
+            stamp = stamps.get(us)
+            if stamp is None:
+                stamp = stamps[us] = _time(us)
+            kind = kinds[sid]
+            if kind == _FLOAT:
+                found.append((sid, stamp, values[sid]))
+            elif kind == _INT:
+                found.append((sid, stamp, int(values[sid])))
+            else:
+                found.append((sid, stamp, self._big[sid]))
         return found, missing
 
-    def interfaces(self, device_id: int, since: datetime, now: datetime) -> list[Interface] | None:
+    def interfaces(
+        self, device_id: int, count: int, since: datetime, now: datetime
+    ) -> list[Interface] | None:
         """Device detail's interfaces, as ``interfaces_from_rows`` makes them from the
-        database; None if not all of it is known here."""
+        database; None if not all of it is known here (the device has ``count`` series
+        in the database)."""
         ids = self.device_series(device_id)
-        if ids is None:
+        if ids is None or len(ids) != count:
             return None
         since_us, now_us = _us(since), _us(now)
         by_name: dict[str, dict[str, Any]] = {}
         newest: dict[str, int] = {}
-        table, metas, lookup = self._meta_table, self._metas, self.lookup
+        table, metas = self._meta_table, self._metas
+        loaded, times, kinds, values = self._loaded, self._times, self._kinds, self._values
         for sid in ids:
             meta = table[metas[sid]]
-            if meta is None or meta.interface_field is None or meta.interface is None:
+            if meta is None or meta.read is None or meta.interface is None:
                 continue
-            got = lookup(sid, since_us, now_us)
-            if got is False:
+            # As lookup(), inlined: this runs for every interface series of a detail.
+            us = times[sid]
+            if not loaded[sid] or us > now_us or us == 0 or (us < 0 and since_us < -us):
                 return None
-            if got is None:
+            if us < since_us:
                 continue
-            us, value = got
+            value = values[sid] if kinds[sid] != _BIG else float(self._big[sid])
             name = meta.interface
             fields = by_name.get(name)
             if fields is None:
                 fields = by_name[name] = {"name": name}
-            field, convert = interface_reader(meta.metric)
-            fields[field] = convert(float(value))
-            if us > newest.get(name, 0):
                 newest[name] = us
-        return [
-            Interface(**by_name[name], updated_at=_time(newest[name])) for name in sorted(by_name)
-        ]
+            elif us > newest[name]:
+                newest[name] = us
+            field, convert = meta.read
+            fields[field] = convert(value)
+        stamps: dict[int, datetime] = {}
+        out = []
+        for name in sorted(by_name):
+            us = newest[name]
+            stamp = stamps.get(us)
+            if stamp is None:
+                stamp = stamps[us] = _time(us)
+            out.append(Interface(**by_name[name], updated_at=stamp))
+        return out
 
     def after(self, ids: array[int], after_id: int) -> Sequence[int]:
         """``ids`` (ascending) above ``after_id``."""
@@ -422,6 +481,23 @@ class LastValues:
 
 
 _EMPTY: array[int] = array("q")
+
+
+async def _keep(_conn: asyncpg.Connection) -> None:
+    """No reset between uses: the read pool runs single SELECTs outside transactions,
+    and asyncpg's default reset (advisory unlock, CLOSE ALL, UNLISTEN, RESET ALL) would be
+    one more round trip on every request."""
+
+
+async def read_pool(db: Database) -> asyncpg.Pool:
+    """A small pool for the hot reads of device detail and /metrics/last: which devices
+    exist, their sites and health. Nothing else uses it, so nothing leaves state behind
+    on its connections for a reset to clear."""
+    kwargs = db.connect_kwargs()
+    pool: asyncpg.Pool = await asyncpg.create_pool(
+        **kwargs, min_size=READ_POOL_MIN, max_size=READ_POOL_MAX, reset=_keep
+    )
+    return pool
 
 
 def _read(text: str) -> int | float:

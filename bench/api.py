@@ -381,6 +381,39 @@ async def wait_ready(process: Process, base: str, within: float = 90.0) -> None:
     raise RuntimeError(f"the server did not answer within {within:.0f} s:\n{process.tail()}")
 
 
+async def wait_filled(
+    process: Process, base: str, token: str, within: float = 120.0
+) -> dict[str, float]:
+    """Wait until the server holds every series' newest value in memory (its first fill
+    from the database is done); its ``netmon_api_last_values*`` figures then."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if process.proc.poll() is not None:
+            raise RuntimeError(f"the server exited ({process.proc.returncode}):\n{process.tail()}")
+        status, body = await asyncio.to_thread(http_get, f"{base}/metrics", token, 5.0)
+        if status == 200:
+            found = {
+                line.split()[0]: float(line.split()[1])
+                for line in body.decode().splitlines()
+                if line.startswith("netmon_api_last_values")
+            }
+            if found.get("netmon_api_last_values_fills_total", 0) >= 1:
+                return found
+        await asyncio.sleep(0.2)
+    raise RuntimeError(f"the last values were not filled within {within:.0f} s")
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process, MB (0 if it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
 def netmon_env(url: str, data_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("NETMON_")}
     env.update(
@@ -890,6 +923,8 @@ class Bench:
     cpu: dict[str, list[dict[str, float]]] = field(default_factory=dict)
     live: dict[str, float] = field(default_factory=dict)
     ws_unavailable: str | None = None
+    # Per netmon server started: its last-value fill (seconds, series, MB) and RSS.
+    last_values: list[dict[str, float]] = field(default_factory=list)
 
     async def server_run(
         self, kind: str, workers: int, files: dict[str, Path], bodies_file: Path, index: int
@@ -907,6 +942,16 @@ class Bench:
             await wait_ready(server, base)
             token = self.token if kind == "netmon" else None
             if kind == "netmon":
+                ready = time.monotonic()
+                filled = await wait_filled(server, base, self.token)
+                self.last_values.append(
+                    {
+                        "last_values_fill_s": time.monotonic() - ready,
+                        "last_values_series": filled["netmon_api_last_values_series"],
+                        "last_values_mb": filled["netmon_api_last_values_bytes"] / 1e6,
+                        "api_rss_mb": rss_mb(server.proc.pid),
+                    }
+                )
                 bodies = await asyncio.to_thread(check_responses, base, self.token, files)
                 self.sizes = {name: len(body.encode()) for name, body in bodies.items()}
                 await asyncio.to_thread(bodies_file.write_text, json.dumps(bodies))
@@ -968,6 +1013,8 @@ class Bench:
                     self.cpu.setdefault(f"{kind}_{endpoint}{suffix}", []).append(load.cpu)
             baseline[f"rps{suffix}"] = baseline[f"rps_device{suffix}"]
         figures.update(self.live)
+        # The 1-worker server's (the first started this run).
+        figures.update(self.last_values[-len(self.workers)])
         return figures, baseline
 
 

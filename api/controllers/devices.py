@@ -39,6 +39,7 @@ from netmon.core_control import LocalCore
 from netmon.store import devices as store
 from netmon.store.audit import audit_sites, record_audit
 from netmon.store.notify import publish_control
+from netmon.store.queries import device_detail_counted
 
 __all__ = ["DeviceController"]
 
@@ -121,13 +122,13 @@ class DeviceController(Controller):
         """The device, its facts, its poll health and its interfaces' newest values."""
         now = datetime.now(UTC)
         lookback = max(timedelta(minutes=15), ctx.settings.poller.interval * 3)
-        async with ctx.db.pool.acquire() as conn:
-            row = await store.device_detail(conn, device_id)
+        hub = ctx.hub
+        async with hub.last.connection() if hub is not None else ctx.db.pool.acquire() as conn:
+            row = await device_detail_counted(conn, device_id)
             if row is None or not request.user.sees(row["site"]):
                 raise NotFoundException(f"device {device_id} not found")
-            hub = ctx.hub
             interfaces = (
-                hub.last.interfaces(device_id, now - lookback, now)
+                hub.last.interfaces(device_id, row["series_count"], now - lookback, now)
                 if hub is not None and hub.last.usable()
                 else None
             )

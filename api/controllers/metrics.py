@@ -193,10 +193,9 @@ class MetricsQueryController(Controller):
         after = id_cursor(cursor) or 0
         user = request.user
         now = datetime.now(UTC)
-        cache = ctx.hub.last if ctx.hub is not None else None
-        if cache is not None and not cache.usable():
-            cache = None
-        async with ctx.db.pool.acquire() as conn:
+        held = ctx.hub.last if ctx.hub is not None else None
+        cache = held if held is not None and held.usable() else None
+        async with held.connection() if held is not None else ctx.db.pool.acquire() as conn:
             page: list[SeriesInfo] | None = None
             more = False
             if cache is not None and device and cache.complete:

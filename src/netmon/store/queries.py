@@ -17,6 +17,7 @@ import msgspec
 
 from netmon.config import StorageSettings
 from netmon.errors import QueryError
+from netmon.store.devices import DEVICE_COLUMNS
 from netmon.store.partitions import floor_time
 from netmon.store.rollups import FIVE_MINUTES, ONE_HOUR
 
@@ -26,6 +27,7 @@ __all__ = [
     "RangeResult",
     "Resolution",
     "choose_resolution",
+    "device_detail_counted",
     "fill_last_values",
     "last_values",
     "range_query",
@@ -112,6 +114,16 @@ LEFT JOIN LATERAL (
 ORDER BY s.id
 """
 
+# A device as ``store.devices.device_detail`` reads it, with how many series it has: an
+# API process answers its interfaces from memory only if it knows all of them.
+_DEVICE_DETAIL = f"""
+SELECT {DEVICE_COLUMNS}, h.last_success, h.last_error_class, h.last_error, h.last_error_at,
+       h.duration_ms, h.consecutive_failures, h.overruns,
+       (SELECT count(*) FROM series s WHERE s.device_id = d.id) AS series_count
+FROM devices d LEFT JOIN poll_health h ON h.device_id = d.id
+WHERE d.id = $1
+"""
+
 _SERIES_ROWS = """
 SELECT id, device_id, metric, labels::text, unit, kind FROM series
 WHERE id = ANY($1::bigint[])
@@ -125,6 +137,13 @@ async def fill_last_values(
     metric, labels as JSON text, unit, kind, newest time in [since, until] or null, its
     value as text or null)."""
     return list(await conn.fetch(_FILL, after_id, limit, since, until))
+
+
+async def device_detail_counted(conn: asyncpg.Connection, device_id: int) -> asyncpg.Record | None:
+    """The device with its poll health (as ``store.devices.device_detail``) and
+    ``series_count``."""
+    row: asyncpg.Record | None = await conn.fetchrow(_DEVICE_DETAIL, device_id)
+    return row
 
 
 async def series_rows(conn: asyncpg.Connection, ids: Sequence[int]) -> list[asyncpg.Record]:
