@@ -11,6 +11,7 @@ from netmon.errors import ConfigError
 from netmon.lab import LabParams, write_inventory
 from netmon.poller.inventory import load_inventory, plan_polls
 from netmon.poller.registry import TaskRegistry
+from netmon.snmp.credentials import snmp_credentials
 from netmon.snmp.hosts import snmp_settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -46,7 +47,7 @@ def test_the_committed_lab_inventory_matches_the_lab(tmp_path):
 def test_the_example_inventory_loads(monkeypatch):
     for var in (
         "NETMON_SNMP_AUTH_KEY", "NETMON_SNMP_LEGACY_AUTH_KEY", "NETMON_SNMP_LEGACY_PRIV_KEY",
-        "NETMON_SNMP_CISCO_PRIV_KEY",
+        "NETMON_SNMP_CISCO_PRIV_KEY", "NETMON_SNMP_COMMUNITY",
     ):  # fmt: skip
         monkeypatch.setenv(var, "a-long-enough-key")
     folder = REPO / "inventory" / "example"
@@ -57,6 +58,8 @@ def test_the_example_inventory_loads(monkeypatch):
     assert merged["user"] == "netmon"
     assert merged["priv"]["protocol"] == "aes256c"  # the cisco group's, over the defaults'
     assert snmp_settings(nr.inventory.hosts["acc-17.par1"])["port"] == 1161
+    ups = snmp_credentials("ups-2.lyon", snmp_settings(nr.inventory.hosts["ups-2.lyon"]))
+    assert (ups.version, ups.community) == ("2c", "a-long-enough-key")
 
 
 def test_a_missing_secret_names_the_host_and_the_key(tmp_path, monkeypatch):
