@@ -54,13 +54,18 @@ class IngestPipeline:
                 continue
             key = r.series
             speed = speeds.get(key.labels)
-            result = self.rates.observe(
-                r,
-                uptime_ticks=ticks,
-                discontinuity=discontinuities.get(key.labels),
-                counter_bits=key.bits,
-                max_rate=_cap(key.unit, speed),
-            )
+            try:
+                result = self.rates.observe(
+                    r,
+                    uptime_ticks=ticks,
+                    discontinuity=discontinuities.get(key.labels),
+                    counter_bits=key.bits,
+                    max_rate=_cap(key.unit, speed),
+                )
+            except (TypeError, ValueError):
+                # Not a counter value (a float, a negative number, too wide): no rate; the
+                # writer stores or rejects the raw sample on its own terms.
+                continue
             if result.rate is not None:
                 out.append(Sample(self._rate_key(key), r.time, result.rate))
         return out

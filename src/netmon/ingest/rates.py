@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from netmon.records import Sample, SeriesKey
 
@@ -67,8 +67,8 @@ class RateResult:
     delta: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class _Seen:
+class _Seen(NamedTuple):
+    # A tuple: made for every counter of every poll, and a tuple is the cheapest record.
     value: int
     time: datetime
     uptime_ticks: int | None
