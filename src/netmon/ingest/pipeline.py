@@ -7,12 +7,17 @@ device: ``sysUpTime`` (reboots), the interface's ``ifCounterDiscontinuityTime`` 
 cannot vouch for gives no rate at all, never a wrong one. A reboot (sysUpTime going
 backwards) is also a ``device.rebooted`` event.
 
+Records arrive task by task (``StoreProcessor``), so counters may come without the
+sysUpTime the ``system`` task read a moment before: the device's last reading, advanced by
+the clock, stands in for it (up to ``UPTIME_REUSE_S``).
+
 Not thread-safe: the poller calls it from its event loop only.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 from netmon.ingest.rates import RateCalculator, octet_rate_cap
 from netmon.records import DeviceEvent, Record, Sample, SeriesKey
@@ -20,6 +25,8 @@ from netmon.records import DeviceEvent, Record, Sample, SeriesKey
 __all__ = ["IngestPipeline"]
 
 UPTIME_MODULUS = 2**32
+# How long a sysUpTime reading stands in for counters read without one.
+UPTIME_REUSE_S = 300.0
 # Smallest Ethernet frame on the wire (64 bytes + preamble and gap): the most packets a
 # link of a given speed can carry.
 _MIN_FRAME_BITS = 84 * 8
@@ -30,6 +37,8 @@ class IngestPipeline:
         self.rates = RateCalculator()
         self._rate_keys: dict[SeriesKey, SeriesKey] = {}
         self._uptime: dict[str, float] = {}
+        # The device's last sysUpTime and the time it was read at.
+        self._uptime_at: dict[str, tuple[float, datetime]] = {}
 
     def process(self, device: str, records: Sequence[Record]) -> list[Record]:
         """The poll's records followed by the rates and events derived from them."""
@@ -48,7 +57,11 @@ class IngestPipeline:
         out = list(records)
         if uptime is not None:
             out.extend(self._reboot(device, uptime, records))
-        ticks = None if uptime is None else int(uptime * 100) % UPTIME_MODULUS
+            when = next(r.time for r in records if isinstance(r, Sample))
+            self._uptime_at[device] = (uptime, when)
+            ticks: int | None = int(uptime * 100) % UPTIME_MODULUS
+        else:
+            ticks = self._ticks_from_earlier(device, records)
         for r in records:
             if not isinstance(r, Sample) or r.series.kind != "counter":
                 continue
@@ -69,6 +82,23 @@ class IngestPipeline:
             if result.rate is not None:
                 out.append(Sample(self._rate_key(key), r.time, result.rate))
         return out
+
+    def _ticks_from_earlier(self, device: str, records: Sequence[Record]) -> int | None:
+        """sysUpTime for counters that came without it: the poller (and a script) hand
+        each task's records over separately, and ``system`` reads sysUpTime while
+        ``interfaces`` reads the counters. The device's last reading, advanced by the
+        clock, if it is recent: as good as one read in the same poll, and a restart in
+        between still shows, as the counters' next interval measured from a new uptime."""
+        seen = self._uptime_at.get(device)
+        if seen is None:
+            return None
+        when = next((r.time for r in records if isinstance(r, Sample)), None)
+        if when is None:
+            return None
+        age = (when - seen[1]).total_seconds()
+        if not 0 <= age <= UPTIME_REUSE_S:
+            return None
+        return int((seen[0] + age) * 100) % UPTIME_MODULUS
 
     def _reboot(self, device: str, uptime: float, records: Sequence[Record]) -> list[DeviceEvent]:
         previous = self._uptime.get(device)
@@ -98,6 +128,7 @@ class IngestPipeline:
     def forget_device(self, device: str) -> None:
         """Drop state of a device removed from the inventory."""
         self._uptime.pop(device, None)
+        self._uptime_at.pop(device, None)
         for key in [k for k in self._rate_keys if k.device == device]:
             self.rates.forget(key)
             del self._rate_keys[key]
