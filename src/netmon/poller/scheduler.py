@@ -20,7 +20,6 @@ keeps the schedule of devices that stay. Stopping lets polls in flight finish (u
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import heapq
 import random
@@ -221,9 +220,15 @@ class Poller:
                 if not slot.removed:
                     self._due(slot, _due, now)
             self._wake.clear()
-            timeout = self._queue[0][0] - now if self._queue else None
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+            # A timer that sets the event, not wait_for: that would make a task per wake-up
+            # (one per poll, at a spread schedule).
+            timer = None
+            if self._queue:
+                loop = asyncio.get_running_loop()
+                timer = loop.call_later(self._queue[0][0] - now, self._wake.set)
+            await self._wake.wait()
+            if timer is not None:
+                timer.cancel()
 
     def _due(self, slot: _Slot, due: float, now: float) -> None:
         interval = slot.plan.interval.total_seconds()
