@@ -33,11 +33,14 @@ class LabProcess:
         interfaces: int,
         snmp_only: bool = False,
         start_timeout: float = 120.0,
+        first: int = 1,
     ) -> None:
         self.args = [
             "lab",
             "--devices",
             str(devices),
+            "--first",
+            str(first),
             "--interfaces",
             str(interfaces),
             "--base-port",

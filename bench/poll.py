@@ -53,6 +53,9 @@ from netmon.snmp.gufo_engine import shared_gufo
 
 BASE_PORT = 20000  # below Linux's ephemeral ports (32768+), which clients take
 BASELINE_DEVICES = 200
+# Devices per lab process: each device is a socket, and a process's open-file limit (the
+# hard limit here is 20,000) caps them; bigger fleets run as several labs.
+PER_LAB = 10_000
 INTERFACES = 8
 SYSTEM = ["1.3.6.1.2.1.1.3.0", "1.3.6.1.2.1.1.5.0", "1.3.6.1.2.1.1.1.0", "1.3.6.1.2.1.1.2.0"]
 IFX = "1.3.6.1.2.1.31.1.1.1."
@@ -70,6 +73,17 @@ RESOURCE_COLUMNS = [
 def options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sizes", default=None, help="lab sizes, e.g. 1000,5000")
     parser.add_argument("--interval", type=float, default=None, help="poll interval, seconds")
+
+
+def join_inventories(folder: Path) -> None:
+    """One inventory for the labs' parts: every part's hosts, the first part's groups and
+    defaults (the same in every part)."""
+    parts = sorted(folder.glob("part-*"), key=lambda p: int(p.name.split("-")[1]))
+    for name in ("groups.yaml", "defaults.yaml"):
+        shutil.copy(parts[0] / name, folder / name)
+    with (folder / "hosts.yaml").open("w") as hosts:
+        for part in parts:
+            hosts.write((part / "hosts.yaml").read_text())
 
 
 def set_interval(folder: Path, interval: float) -> None:
@@ -238,9 +252,20 @@ async def bench(args: argparse.Namespace, url: str, scratch: Path) -> dict[str, 
         for size in sizes:
             folder = scratch / f"lab-{size}-{index}"
             stderr.print(f"[bold]{size} devices[/bold]: lab starting")
-            with LabProcess(
-                size, folder, base_port=BASE_PORT, interfaces=INTERFACES, snmp_only=True
-            ):
+            with contextlib.ExitStack() as labs:
+                for k, first in enumerate(range(1, size + 1, PER_LAB)):
+                    part = folder / f"part-{k}"
+                    labs.enter_context(
+                        LabProcess(
+                            min(PER_LAB, size - first + 1),
+                            part,
+                            base_port=BASE_PORT,
+                            interfaces=INTERFACES,
+                            snmp_only=True,
+                            first=first,
+                        )
+                    )
+                join_inventories(folder)
                 set_interval(folder, interval)
                 stderr.print("  baseline: bare pysnmp loop, bare gufo-snmp loop")
                 bare = await asyncio.to_thread(measure_pysnmp, size)

@@ -59,6 +59,15 @@ InterfacesOption = Annotated[
     typer.Option(min=1, max=1000, help="Interfaces per device (default: 8..48, fixed per name)."),
 ]
 HostOption = Annotated[str, typer.Option(help="Address the devices listen on.")]
+FirstOption = Annotated[
+    int,
+    typer.Option(
+        "--first",
+        min=1,
+        help="The first device's number (lab-NNNN on base-port + NNNN): labs in several "
+        "processes, past one process's open-file limit, number their devices apart.",
+    ),
+]
 BasePortOption = Annotated[
     int,
     typer.Option(min=0, max=65000, help="lab-0001 listens on base-port + 1, and so on."),
@@ -97,6 +106,7 @@ HostKeyOption = Annotated[
 def lab(
     ctx: typer.Context,
     devices: DevicesOption = 20,
+    first: FirstOption = 1,
     interfaces: InterfacesOption = None,
     host: HostOption = "127.0.0.1",
     base_port: BasePortOption = 16100,
@@ -117,12 +127,14 @@ def lab(
             control,
             snmp_only,
             host_key_dir,
+            first,
         )
 
 
 @app.command()
 def serve(
     devices: DevicesOption = 20,
+    first: FirstOption = 1,
     interfaces: InterfacesOption = None,
     host: HostOption = "127.0.0.1",
     base_port: BasePortOption = 16100,
@@ -152,6 +164,7 @@ def serve(
         control,
         snmp_only,
         host_key_dir,
+        first,
     )
 
 
@@ -262,7 +275,9 @@ def status(
     table = Table("", "", show_header=False, box=None)
     table.add_row("devices", f"{reply['devices']} on {reply['host']}")
     if reply["base_port"]:
-        first, last = reply["base_port"] + 1, reply["base_port"] + reply["devices"]
+        number = reply.get("first", 1)
+        first = reply["base_port"] + number
+        last = first + reply["devices"] - 1
         table.add_row("ports", f"{first}..{last}")
     table.add_row("user", f"{reply['user']} (authPriv {reply['auth_protocol']}/aes128)")
     table.add_row("rebooted", _names(reply["rebooted"]))
@@ -317,6 +332,7 @@ def _serve(
     control: Path | None,
     snmp_only: bool = False,
     host_key_dir: Path | None = None,
+    first: int = 1,
 ) -> None:
     if auth_protocol not in ("sha1", "sha256"):
         raise typer.BadParameter("sha1 or sha256", param_hint="--auth-protocol")
@@ -332,6 +348,7 @@ def _serve(
             ssh=not snmp_only,
             # Kept, so a client's known_hosts entry stays valid across lab restarts.
             host_key_dir=host_key_dir or path.parent / "lab",
+            first=first,
         )
         asyncio.run(_run(the_lab, path, inventory))
     except (OSError, ValueError) as exc:
@@ -359,7 +376,7 @@ async def _run(the_lab: Lab, control: Path, inventory: Path | None) -> None:
 
 def _summary(the_lab: Lab, control: Path, inventory: Path | None) -> None:
     params = the_lab.params
-    first, last = device_name(1), device_name(params.devices)
+    first, last = device_name(params.first), device_name(params.first + params.devices - 1)
     table = Table(title="netmon lab", show_header=False, box=None, title_justify="left")
     table.add_row("devices", f"{params.devices}: {first} .. {last}")
     table.add_row(

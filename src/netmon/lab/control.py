@@ -86,6 +86,7 @@ def _status(lab: Lab) -> dict[str, Any]:
         "running": lab.running,
         "host": lab.params.host,
         "base_port": lab.params.base_port,
+        "first": lab.params.first,
         "user": lab.params.user,
         "auth_protocol": lab.params.auth_protocol,
         "rebooted": {d.name: d.boots for d in devices if d.boots > 1},

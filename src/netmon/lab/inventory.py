@@ -39,7 +39,7 @@ def write_inventory(
     if isinstance(lab, Lab):
         ports = [lab.port(name) for name in names]
     elif params.base_port:
-        ports = [params.base_port + n for n in range(1, params.devices + 1)]
+        ports = [params.base_port + n for n in range(params.first, params.first + params.devices)]
     else:
         raise ValueError("with base_port=0 the ports are known only from a started Lab")
     # A lab bound to every address is still reached through loopback.

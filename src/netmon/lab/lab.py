@@ -70,7 +70,7 @@ DEFAULT_AUTH_KEY = "netmon-lab-auth-key"
 DEFAULT_PRIV_KEY = "netmon-lab-priv-key"
 AUTH_KEY_ENV = "NETMON_LAB_AUTH_KEY"
 PRIV_KEY_ENV = "NETMON_LAB_PRIV_KEY"
-MAX_DEVICES = 5000
+MAX_DEVICES = 20_000  # the poll benchmark's fleet; ports base+1..base+20,000 must be free
 _SPARE_FILES = 64  # for the control socket, logs, the database, ...
 
 
@@ -108,17 +108,23 @@ class LabParams:
     ssh: bool = True
     # The SSH host key's base64, for the inventory to pin; None when not known.
     ssh_host_key: str | None = None
+    # The first device's number: labs in several processes (one process's descriptor
+    # limit caps its sockets) number their devices, and so their ports, apart.
+    first: int = 1
 
     def __post_init__(self) -> None:
         if not 1 <= self.devices <= MAX_DEVICES:
             raise ValueError(f"a lab has 1 to {MAX_DEVICES} devices, not {self.devices}")
-        if self.base_port and not 1 <= self.base_port <= 65535 - self.devices:
-            raise ValueError(f"ports {self.base_port}+1..+{self.devices} do not fit in 1..65535")
+        if self.first < 1:
+            raise ValueError(f"device numbers start at 1 or later, not {self.first}")
+        last = self.first + self.devices - 1
+        if self.base_port and not 1 <= self.base_port <= 65535 - last:
+            raise ValueError(f"ports {self.base_port}+{self.first}..+{last} do not fit in 1..65535")
         if self.auth_protocol not in ("sha1", "sha256"):
             raise ValueError(f"auth_protocol is sha1 or sha256, not {self.auth_protocol!r}")
 
     def names(self) -> list[str]:
-        return [device_name(n) for n in range(1, self.devices + 1)]
+        return [device_name(n) for n in range(self.first, self.first + self.devices)]
 
     def protocols(self, name: str) -> tuple[Protocol, ...]:
         """What device ``name`` speaks in this lab (SNMP only when ``ssh`` is off)."""
@@ -143,11 +149,20 @@ class Lab:
         ssh_password: str | None = None,
         host_key_dir: Path | None = None,
         now: Callable[[], float] = time.monotonic,
+        first: int = 1,
     ) -> None:
         host_key = load_host_key(host_key_dir) if ssh else None
         self.ssh_host_key_b64: str | None = host_key_b64(host_key) if host_key else None
         self.params = LabParams(
-            devices, host, base_port, interfaces, user, auth_protocol, ssh, self.ssh_host_key_b64
+            devices,
+            host,
+            base_port,
+            interfaces,
+            user,
+            auth_protocol,
+            ssh,
+            self.ssh_host_key_b64,
+            first,
         )
         password = ssh_password or os.environ.get(SSH_PASSWORD_ENV) or DEFAULT_SSH_PASSWORD
         self._ssh = LabSsh(user, password, host_key) if host_key is not None else None
@@ -169,7 +184,7 @@ class Lab:
         _ensure_file_limit(len(self.devices) + len(ssh_devices) + _SPARE_FILES)
         loop = asyncio.get_running_loop()
         host, base = self.params.host, self.params.base_port
-        for number, (name, device) in enumerate(self.devices.items(), start=1):
+        for number, (name, device) in enumerate(self.devices.items(), start=self.params.first):
             port = base + number if base else 0
             agent = Agent(device, self.user)
             try:
