@@ -40,3 +40,36 @@ def test_an_old_reading_does_not_stand_in():
     out = pipeline.process("r1", [Sample(OCTETS, later + timedelta(seconds=60), 7_000)])
     # No uptime to judge by: the rate is given on the counters alone.
     assert [s.value for s in out if s.series.metric.endswith(":rate")] == [100.0]
+
+
+def test_the_pipelines_fast_path_gives_the_rates_observe_gives():
+    import random
+
+    from netmon.ingest.rates import RateCalculator
+
+    rng = random.Random(7)
+    slow, fast = RateCalculator(), RateCalculator()
+    key = SeriesKey("r1", "c", kind="counter")
+    value, ticks, at, disc = 0, 5_000, T0, 1
+    for _ in range(5_000):
+        step = rng.choice(["grow", "grow", "wrap", "reset", "reboot", "stall", "disc", "none"])
+        bits = rng.choice([32, 64])
+        at += timedelta(seconds=rng.choice([0, 30, 60]))
+        ticks = (ticks + 6_000) % 2**32 if step != "reboot" else 100
+        value = {
+            "grow": value + rng.randrange(10**6),
+            "wrap": (value + 2**31) % 2**bits,
+            "reset": 0,
+        }.get(step, value) % 2**bits
+        disc += step == "disc"
+        uptime = None if step == "none" else ticks
+        cap = rng.choice([None, 50_000.0, 1e12])
+        expected = slow.observe(
+            Sample(key, at, value),
+            uptime_ticks=uptime,
+            discontinuity=disc,
+            counter_bits=bits,  # type: ignore[arg-type]
+            max_rate=cap,
+        ).rate
+        got = fast.rate(key, value, at, uptime, disc, bits, cap)  # type: ignore[arg-type]
+        assert got == expected

@@ -68,19 +68,21 @@ class IngestPipeline:
             key = r.series
             speed = speeds.get(key.labels)
             try:
-                result = self.rates.observe(
-                    r,
-                    uptime_ticks=ticks,
-                    discontinuity=discontinuities.get(key.labels),
-                    counter_bits=key.bits,
-                    max_rate=_cap(key.unit, speed),
+                rate = self.rates.rate(
+                    key,
+                    r.value,  # type: ignore[arg-type]  # checked there
+                    r.time,
+                    ticks,
+                    discontinuities.get(key.labels),
+                    key.bits,
+                    _cap(key.unit, speed) if speed else None,
                 )
             except (TypeError, ValueError):
                 # Not a counter value (a float, a negative number, too wide): no rate; the
                 # writer stores or rejects the raw sample on its own terms.
                 continue
-            if result.rate is not None:
-                out.append(Sample(self._rate_key(key), r.time, result.rate))
+            if rate is not None:
+                out.append(Sample(self._rate_key(key), r.time, rate))
         return out
 
     def _ticks_from_earlier(self, device: str, records: Sequence[Record]) -> int | None:

@@ -122,6 +122,53 @@ class RateCalculator:
             return RateResult(None, "first")
         return _judge(previous, seen, max_rate)
 
+    def rate(
+        self,
+        key: SeriesKey,
+        value: int,
+        time: datetime,
+        uptime_ticks: int | None,
+        discontinuity: int | None,
+        counter_bits: CounterBits,
+        max_rate: float | None,
+    ) -> float | None:
+        """``observe(...).rate`` for the ingest pipeline's hot path (every counter of every
+        poll): positional, no Sample or RateResult made, the common interval (continuous,
+        increasing) judged inline. Same verdicts and errors as ``observe``."""
+        if (
+            type(value) is not int
+            or not 0 <= value < _COUNTER_LIMIT[counter_bits]
+            or (uptime_ticks is not None and not 0 <= uptime_ticks < UPTIME_MODULUS)
+        ):
+            sample = Sample(key, time, value)
+            return self.observe(
+                sample,
+                uptime_ticks=uptime_ticks,
+                discontinuity=discontinuity,
+                counter_bits=counter_bits,
+                max_rate=max_rate,
+            ).rate
+        seen = _Seen(value, time, uptime_ticks, discontinuity, counter_bits)
+        last = self._last
+        old = last.get(key)
+        last[key] = seen
+        if old is None:
+            return None
+        micros = (time - old.time) // _MICROSECONDS
+        if (
+            micros > 0
+            and value >= old.value
+            and old.bits == counter_bits
+            and (old.discontinuity is None or old.discontinuity == discontinuity)
+            and not _restarted(old.uptime_ticks, uptime_ticks, micros)
+        ):
+            rate = (value - old.value) * 1_000_000 / micros
+            return None if max_rate is not None and rate > max_rate else rate
+        return _judge(old, seen, max_rate).rate
+
+
+_COUNTER_LIMIT = {32: 2**32, 64: 2**64}
+
 
 def _judge(old: _Seen, new: _Seen, max_rate: float | None) -> RateResult:
     micros = (new.time - old.time) // _MICROSECONDS
