@@ -298,13 +298,20 @@ def fake_session(*capabilities: str) -> NetconfSession:
 
 
 def reply_op(raw: str, seen: list[dict[str, Any]]) -> type:
+    """An operation that answers ``raw``, handled as ncclient's ``RPC._request`` handles a
+    reply: made by the operation's ``REPLY_CLS``, then parsed in the calling thread."""
+
     class Op:
+        REPLY_CLS: Any = None
+
         def __init__(self, *_args: Any, **_kwargs: Any) -> None:
             pass
 
         def request(self, **kwargs: Any) -> Any:
             seen.append(kwargs)
-            return type("Reply", (), {"xml": raw})()
+            reply = self.REPLY_CLS(raw, huge_tree=False)
+            reply.parse()
+            return reply
 
     return Op
 
@@ -413,23 +420,34 @@ def test_rpc_warnings_do_not_fail(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_every_incoming_message_is_screened_before_ncclient_parses_it() -> None:
-    delivered: list[str] = []
+    """ncclient's own session, its listeners told only of messages that pass the screen,
+    with the root element's tag and attributes as ncclient's dispatch gives them."""
+    delivered: list[tuple[tuple[str, dict[str, str]], str]] = []
     errors: list[Exception] = []
 
-    class Session:
-        def _dispatch_message(self, raw: str) -> None:
-            delivered.append(raw)
+    class Listener(transport.SessionListener):  # type: ignore[misc]
+        def callback(self, root: tuple[str, dict[str, str]], raw: str) -> None:
+            delivered.append((root, raw))
 
-        def _dispatch_error(self, err: Exception) -> None:
-            errors.append(err)
+        def errback(self, ex: Exception) -> None:
+            errors.append(ex)
 
-        def _transport_read(self) -> bytes:
-            return b""  # what the reader reads is bounded too (test_tasks_netconf: endless)
-
-    session = Session()
+    session = transport.Session(capabilities=[])
+    session.add_listener(Listener())
+    session._transport_read = lambda: b""  # bounded too (test_tasks_netconf: endless)
     client_module._screen(session, 2048)
     session._dispatch_message(rpc_reply("<ok/>"))
     session._dispatch_message('<!DOCTYPE r [<!ENTITY x SYSTEM "file:///etc/passwd">]><r>&x;</r>')
     session._dispatch_message("<r>" + "x" * 3000 + "</r>")
-    assert delivered == [rpc_reply("<ok/>")]
-    assert [type(e) for e in errors] == [NetconfUnsafeXmlError, NetconfReplyTooLargeError]
+    session._dispatch_message("this is not XML at all")
+    hello = '<?xml version="1.0"?>\n<!-- hi --><nc:hello xmlns:nc="urn:x" a="1">'  # truncated
+    session._dispatch_message(hello)
+    assert delivered == [
+        ((f"{{{xml.BASE_NS}}}rpc-reply", {"message-id": "1"}), rpc_reply("<ok/>")),
+        (("{urn:x}hello", {"a": "1"}), hello),
+    ]
+    assert [type(e) for e in errors] == [
+        NetconfUnsafeXmlError,
+        NetconfReplyTooLargeError,
+        NetconfMalformedReplyError,
+    ]

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from ncclient.operations import rpc as ncclient_rpc
 from nornir.core import Nornir
 
 from netmon.config import PollerSettings
@@ -30,6 +31,7 @@ from netmon.lab import (
     Lab,
     write_inventory,
 )
+from netmon.netconf import xml as netconf_xml
 from netmon.netconf.hosts import forget_netconf_targets
 from netmon.netconf.shared import close_shared_pool
 from netmon.poller.inventory import PollPlan, load_inventory, plan_polls
@@ -140,3 +142,36 @@ async def test_running_and_candidate_snapshots(
     running = {c.source: c.content for c in changed}["running"]
     assert "moved by test_netconf_lab" in running
     assert running != {c.source: c.content for c in first}["running"]
+
+
+async def test_each_reply_is_parsed_once_by_the_safe_parser(
+    lab_inventory: tuple[Lab, Nornir, PollPlan],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """ncclient's reply parse (its own parser, entities resolved) is never used: a poll
+    parses each reply once, with netmon.netconf.xml.parse."""
+    _lab, nr, plan = lab_inventory
+    await run_tasks(nr, plan, "netconf_interfaces", "netconf_config")  # sessions open
+    ncclient_parses: list[str] = []
+    safe_parses: list[bytes | str] = []
+    ncclient_to_ele = ncclient_rpc.to_ele
+    safe_parse = netconf_xml.parse
+
+    def counted_to_ele(x: Any, huge_tree: bool = False) -> Any:
+        if isinstance(x, str):
+            ncclient_parses.append(x)
+        return ncclient_to_ele(x, huge_tree)
+
+    def counted_parse(reply: bytes | str, **kwargs: Any) -> Any:
+        safe_parses.append(reply)
+        return safe_parse(reply, **kwargs)
+
+    monkeypatch.setattr(ncclient_rpc, "to_ele", counted_to_ele)
+    monkeypatch.setattr(netconf_xml, "parse", counted_parse)
+    records = await run_tasks(nr, plan, "netconf_interfaces", "netconf_config")
+    assert samples(records)
+    assert len(configs(records)) == 2
+    assert ncclient_parses == []
+    as_bytes = [r if isinstance(r, bytes) else r.encode() for r in safe_parses]
+    replies = [r for r in as_bytes if b"rpc-reply" in r]
+    assert len(replies) == 3  # one <get>, <get-config> of running and of candidate

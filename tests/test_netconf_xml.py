@@ -231,3 +231,24 @@ def test_error_classes_sit_in_netmons_tree() -> None:
     assert NetconfUnsafeXmlError.error_class == "netconf_unsafe_xml"
     assert NetconfReplyTooLargeError.error_class == "netconf_too_large"
     assert NetconfMalformedReplyError.error_class == "netconf_malformed"
+
+
+def test_root_of_reads_the_root_start_tag_however_long() -> None:
+    """The root's qualified tag and attributes, as ncclient's dispatch takes them, past a
+    long prologue and across a start tag longer than the first read."""
+    many = " ".join(f'xmlns:p{i}="urn:p{i}"' for i in range(40))
+    message = (
+        '<?xml version="1.0" encoding="UTF-8"?>\n<!-- ' + "c" * 600 + " -->\n"
+        f'<nc:rpc-reply xmlns:nc="{xml.BASE_NS}" {many} message-id="urn:uuid:1&amp;2">'
+        "<nc:data/></nc:rpc-reply>"
+    )
+    assert len(message.split("<nc:data")[0]) > 1500
+    assert xml.root_of(message) == (f"{{{xml.BASE_NS}}}rpc-reply", {"message-id": "urn:uuid:1&2"})
+    # Only the start tag is read: what follows is for parse() to judge.
+    assert xml.root_of("<a b='1'><unclosed>") == ("a", {"b": "1"})
+
+
+@pytest.mark.parametrize("message", ["", "   ", "not XML", "<a b='1>", "<<a/>"])
+def test_root_of_refuses_a_message_without_a_root_element(message: str) -> None:
+    with pytest.raises(NetconfMalformedReplyError):
+        xml.root_of(message)

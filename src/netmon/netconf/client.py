@@ -7,9 +7,11 @@ shut down, which ends whatever ncclient was waiting for. Agent keys and ``~/.ssh
 are never tried: only the target's password or key file.
 
 Every message the server sends is screened (size, UTF-8, no DOCTYPE/ENTITY) before
-ncclient parses it, and replies are parsed again, for the caller, by
-``netmon.netconf.xml.parse``. Errors are translated here into the NETCONF classes of
-``netmon.errors``; the target's secret is scrubbed from any text that goes into a message.
+ncclient sees it; ncclient is given only its root element's tag and attributes (to route
+it), and a reply is parsed once, for the caller, by ``netmon.netconf.xml.parse``
+(:class:`SafeReply`): ncclient's own parsers never read a reply. Errors are translated
+here into the NETCONF classes of ``netmon.errors``; the target's secret is scrubbed from
+any text that goes into a message.
 
 ncclient costs two threads per open session (paramiko's transport and ncclient's
 reader); ``netmon.netconf.shared`` bounds how many are open.
@@ -22,7 +24,7 @@ import socket
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
@@ -30,6 +32,7 @@ import paramiko
 from lxml import etree
 from ncclient import operations, transport
 from ncclient.manager import make_device_handler
+from ncclient.operations.rpc import RPCReply
 
 from netmon.errors import (
     ConfigError,
@@ -52,6 +55,7 @@ __all__ = [
     "Capabilities",
     "NetconfReply",
     "NetconfSession",
+    "SafeReply",
     "Subtree",
     "YangModule",
     "connect",
@@ -82,6 +86,17 @@ class Capabilities:
 
     uris: tuple[str, ...]
     modules: tuple[YangModule, ...]
+    # Looked up on every poll (the candidate datastore, the interfaces model); a large
+    # router's hello lists hundreds of URIs, so they are indexed once per session.
+    _bases: frozenset[str] = field(init=False, repr=False, compare=False)
+    _by_name: dict[str, YangModule] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_bases", frozenset(u.split("?", 1)[0] for u in self.uris))
+        by_name: dict[str, YangModule] = {}
+        for m in self.modules:
+            by_name.setdefault(m.name, m)  # the first advertised wins, as before
+        object.__setattr__(self, "_by_name", by_name)
 
     @classmethod
     def from_uris(cls, uris: list[str]) -> Capabilities:
@@ -103,10 +118,10 @@ class Capabilities:
 
     def has(self, capability: str) -> bool:
         """Whether the base URI ``capability`` (any parameters ignored) was advertised."""
-        return any(uri.split("?", 1)[0] == capability for uri in self.uris)
+        return capability in self._bases
 
     def module(self, name: str) -> YangModule | None:
-        return next((m for m in self.modules if m.name == name), None)
+        return self._by_name.get(name)
 
 
 def _split(values: list[str] | None) -> list[str]:
@@ -121,6 +136,43 @@ class NetconfReply:
     data: xml.Element
     size: int
     duration: float
+
+
+_DATA = f"{{{xml.BASE_NS}}}data"
+
+
+class SafeReply(RPCReply):  # type: ignore[misc]
+    """ncclient's reply, parsed once, by ``netmon.netconf.xml.parse``.
+
+    ncclient parses every reply with its own (entity-resolving) parser to look for
+    ``<rpc-error>`` anywhere in it, and netmon then parsed the same text again with the
+    safe parser: two full parses per poll. This reply is parsed only by the safe parser,
+    in the calling thread, when ncclient asks for it; ``<rpc-error>`` is read by
+    :class:`NetconfSession` (operations run with ``RaiseMode.NONE``), so ncclient's error
+    list stays empty."""
+
+    _raw: str
+    _root: xml.Element
+    _parsed: bool
+
+    def __init__(self, raw: str, *, max_bytes: int) -> None:
+        super().__init__(raw)
+        self._max_bytes = max_bytes
+        self.size = 0  # bytes on the wire, once parsed
+
+    def parse(self) -> None:
+        if self._parsed:
+            return
+        data = self._raw.encode("utf-8")
+        self._root = xml.parse(data, max_bytes=self._max_bytes)
+        self.size = len(data)
+        self._parsed = True
+
+    @property
+    def root(self) -> xml.Element:
+        """The ``<rpc-reply>`` element."""
+        self.parse()
+        return self._root
 
 
 class NetconfSession:
@@ -200,25 +252,26 @@ class NetconfSession:
     def _rpc(self, op: type[Any], name: str, **kwargs: Any) -> NetconfReply:
         started = time.perf_counter()
         try:
-            reply = op(
+            rpc = op(
                 self._session,
                 self._handler,
                 timeout=self.target.rpc_timeout,
                 raise_mode=operations.RaiseMode.NONE,
-            ).request(**kwargs)
+            )
+            rpc.REPLY_CLS = self._reply_class
+            reply = rpc.request(**kwargs)
         except Exception as exc:
             raise translate(self.target, exc, name, self._secret) from exc
         duration = time.perf_counter() - started
-        raw = reply.xml.encode("utf-8")
-        try:
-            root = xml.parse(raw, max_bytes=self.target.max_reply_bytes)
-        except NetconfMalformedReplyError as exc:
-            raise type(exc)(f"{self.target.device}: {name}: {exc}") from exc
+        root = reply.root
         self._raise_rpc_error(root, name)
-        data = root.find(f"{{{xml.BASE_NS}}}data")
+        data = root.find(_DATA)
         if data is None:
             raise NetconfMalformedReplyError(f"{self.target.device}: {name}: reply has no <data>")
-        return NetconfReply(self.target.device, data, len(raw), duration)
+        return NetconfReply(self.target.device, data, reply.size, duration)
+
+    def _reply_class(self, raw: str, **_ignored: Any) -> SafeReply:
+        return SafeReply(raw, max_bytes=self.target.max_reply_bytes)
 
     def _raise_rpc_error(self, root: xml.Element, name: str) -> None:
         ns = {"nc": xml.BASE_NS}
@@ -256,9 +309,6 @@ def connect(target: NetconfTarget) -> NetconfSession:
     timer.daemon = True
     timer.start()
     handler = make_device_handler(None)
-    # ncclient logs and drops a message without a parsable root element, leaving the call
-    # waiting for its whole timeout; this hook makes it fail the call at once instead.
-    handler.handle_raw_dispatch = _not_xml
     session = QuietSSHSession(handler)  # ncclient's loop, without its idle wake-ups
     _screen(session, target.max_reply_bytes)
     try:
@@ -308,10 +358,6 @@ def _open_socket(target: NetconfTarget) -> socket.socket:
         raise NetconfConnectionError(f"{where}: cannot connect: {exc.strerror or exc}") from exc
 
 
-def _not_xml(_raw: str) -> Exception:
-    return NetconfMalformedReplyError("the server sent a message that is not XML")
-
-
 def _discard(session: Any, sock: socket.socket) -> None:
     for close in (session.close, sock.close):
         with contextlib.suppress(Exception):
@@ -343,14 +389,14 @@ def _host_key_args(target: NetconfTarget) -> dict[str, Any]:
 
 
 def _screen(session: Any, max_bytes: int) -> None:
-    """Check every message before ncclient parses it; a bad one fails the waiting call.
+    """Check every message before ncclient's listeners see it; a bad one (a message
+    without a parsable root element too) fails the waiting call at once.
 
     ncclient buffers a message until its end marker arrives, however long that takes, so
     the bytes read since the last complete message are bounded too: a server that
     streams without end has the session closed (and the waiting call failed) once it has
     sent twice the limit plus framing slack, not when memory runs out or the RPC times
     out."""
-    dispatch = session._dispatch_message
     read = session._transport_read
     unread_limit = 2 * max_bytes + _FRAMING_SLACK
     pending = 0  # bytes received since the last complete message
@@ -365,10 +411,11 @@ def _screen(session: Any, max_bytes: int) -> None:
                     f"message of {len(data)} bytes is over the limit of {max_bytes} bytes"
                 )
             xml.check_text(data)
+            root = xml.root_of(raw)
         except NetconfMalformedReplyError as exc:
             session._dispatch_error(exc)
             return
-        dispatch(raw)
+        _dispatch(session, root, raw)
 
     def bounded_read() -> bytes:
         nonlocal pending
@@ -385,6 +432,19 @@ def _screen(session: Any, max_bytes: int) -> None:
 
     session._dispatch_message = screened
     session._transport_read = bounded_read
+
+
+def _dispatch(session: Any, root: tuple[str, dict[str, str]], raw: str) -> None:
+    """ncclient's ``Session._dispatch_message`` given the root element already read.
+
+    ncclient finds a message's root with ``iterparse`` over the whole message (in the
+    reader thread, 4 times the CPU of parsing the message outright); the listeners only
+    look at the root's tag and attributes, and the caller parses the message itself
+    (:class:`SafeReply`), so only the start of the message is read here."""
+    with session._lock:
+        listeners = list(session._listeners)
+    for listener in listeners:
+        listener.callback(root, raw)
 
 
 def translate(target: NetconfTarget, exc: BaseException, op: str, secret: str | None) -> Exception:

@@ -249,12 +249,11 @@ _Leaves = dict[str, xml.Element]
 
 def _leaves(parent: xml.Element, namespace: str) -> _Leaves:
     """``parent``'s children in ``namespace`` by local name (the first of a name wins)."""
-    prefix = "{" + namespace + "}"
+    skip = len(namespace) + 2  # "{namespace}"
     out: _Leaves = {}
-    for child in parent:
-        tag = child.tag
-        if isinstance(tag, str) and tag.startswith(prefix):
-            out.setdefault(tag[len(prefix) :], child)
+    # lxml picks the namespace's elements (no comments or PIs) in C
+    for child in parent.iterchildren("{" + namespace + "}*"):
+        out.setdefault(child.tag[skip:], child)
     return out
 
 
@@ -266,11 +265,11 @@ def _text(element: xml.Element | None) -> str | None:
 def _optional_int(where: str, leaf: str, value: str | None) -> int | None:
     if value is None or value == "":
         return None
-    if not _INTEGER.fullmatch(value) or int(value) >= _U64:
-        raise NetconfMalformedReplyError(
-            f"{where}: {leaf}: {value[:40]!r} is not an unsigned integer"
-        )
-    return int(value)
+    digits = value[1:] if value[0] == "+" else value
+    # isascii: str.isdigit alone takes other scripts' digits and superscripts
+    if digits.isascii() and digits.isdigit() and (number := int(digits)) < _U64:
+        return number
+    raise NetconfMalformedReplyError(f"{where}: {leaf}: {value[:40]!r} is not an unsigned integer")
 
 
 def _status(numbers: dict[str, int], value: str | None) -> int | None:

@@ -38,6 +38,7 @@ __all__ = [
     "elements",
     "parse",
     "require_text",
+    "root_of",
     "safe_parser",
     "text",
     "texts",
@@ -86,6 +87,28 @@ def parse(reply: bytes | str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Element:
     if docinfo.doctype or docinfo.internalDTD is not None or docinfo.externalDTD is not None:
         raise NetconfUnsafeXmlError("reply declares a DTD; refused")
     return root
+
+
+_ROOT_READ = 256  # characters fed first; the root's start tag is nearly always in them
+
+
+def root_of(message: str) -> tuple[str, dict[str, str]]:
+    """The root element's qualified tag and attributes, reading only as far as its start
+    tag (ncclient routes a message by these alone); the message must have passed
+    :func:`check_text`. Anything after the start tag is left for :func:`parse` to judge."""
+    parser = etree.XMLPullParser(
+        events=("start",), resolve_entities=False, no_network=True, load_dtd=False
+    )
+    at, size = 0, _ROOT_READ
+    try:
+        while at < len(message):
+            parser.feed(message[at : at + size])
+            for _event, element in parser.read_events():
+                return element.tag, dict(element.attrib)
+            at, size = at + size, 2 * size  # a long prologue or start tag: read more
+    except etree.XMLSyntaxError as exc:
+        raise NetconfMalformedReplyError(f"message is not well-formed XML: {exc}") from exc
+    raise NetconfMalformedReplyError("the server sent a message that is not XML")
 
 
 def check_text(data: bytes) -> None:
