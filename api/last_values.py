@@ -42,10 +42,11 @@ from typing import Any, Literal
 import asyncpg
 
 from netmon.api.schemas.devices import INTERFACE_METRICS, Interface, interface_reader
+from netmon.api.schemas.metrics import SeriesOut, SeriesValue
 from netmon.logs import get_logger
 from netmon.store.database import Database, is_connection_error
 from netmon.store.notify import WireSample, from_wire
-from netmon.store.queries import fill_last_values, series_rows
+from netmon.store.queries import fill_last_values, highest_series_id, series_rows
 
 __all__ = ["FILL_CHUNK", "FILL_WINDOW", "LastValues", "SeriesMeta", "read_pool"]
 
@@ -153,12 +154,12 @@ class LastValues:
         lists = sum(a.itemsize * len(a) for a in self._devices.values())
         return slots + lists
 
-    def _grow(self, sid: int) -> None:
+    def _grow(self, sid: int, exact: bool = False) -> None:
         size = len(self._times)
         if sid < size:
             return
-        # Grow by half again: series ids come in increasing order.
-        more = max(sid + 1, size + size // 2 + 1024) - size
+        # Grow by a half again, or to the highest id there is (the fill knows it).
+        more = (sid + 1 if exact else max(sid + 1, size + size // 2 + 1024)) - size
         self._times.extend(array("q", bytes(8 * more)))
         self._values.extend(array("d", bytes(8 * more)))
         self._kinds.extend(bytes(more))
@@ -223,6 +224,10 @@ class LastValues:
     async def _fill_pass(self, generation: int) -> None:
         started = time.perf_counter()
         after = 0
+        async with self.db.pool.acquire() as conn:
+            highest = await highest_series_id(conn)
+        if highest is not None:
+            self._grow(highest + 1024, exact=True)  # room for the series made meanwhile
         while True:
             now = datetime.now(UTC)
             async with self.db.pool.acquire() as conn:
@@ -474,6 +479,90 @@ class LastValues:
                 stamp = stamps[us] = _time(us)
             out.append(Interface(**by_name[name], updated_at=stamp))
         return out
+
+    def last_page(
+        self,
+        devices: Sequence[tuple[int, str, int]],
+        metrics: set[str] | None,
+        labels: dict[str, str],
+        after_id: int,
+        limit: int,
+        since: datetime,
+        now: datetime,
+    ) -> tuple[list[SeriesValue], int | None] | None:
+        """A page of ``/metrics/last`` for ``devices`` (id, name, series count in the
+        database), all from memory: the first ``limit`` series after ``after_id`` by id
+        that the selector picks (as ``select_series``), their newest values in [since,
+        now] (as ``queries.last_values``), and the id to go on from if there are more.
+        None if any of it is not known here."""
+        if not self.complete:
+            return None
+        table, metas = self._meta_table, self._metas
+        picked: list[int] = []
+        names: dict[int, str] = {}
+        several = len(devices) > 1
+        for device_id, name, count in devices:
+            ids = self._devices.get(device_id, _EMPTY)
+            if len(ids) != count:
+                return None  # a series created a moment ago, not learned yet
+            start = bisect_right(ids, after_id) if after_id else 0
+            for i in range(start, len(ids)):
+                sid = ids[i]
+                meta = table[metas[sid]]
+                if meta is None:
+                    return None
+                if metrics is not None and meta.metric not in metrics:
+                    continue
+                if labels and any(meta.labels.get(k) != v for k, v in labels.items()):
+                    continue
+                picked.append(sid)
+                if several:
+                    names[sid] = name
+                elif len(picked) > limit:
+                    break
+        if several:
+            picked.sort()
+        more = len(picked) > limit
+        del picked[limit:]
+        since_us, now_us = _us(since), _us(now)
+        loaded, times, kinds, values = self._loaded, self._times, self._kinds, self._values
+        stamps: dict[int, datetime] = {}
+        items: list[SeriesValue] = []
+        name = devices[0][1] if devices else ""
+        for sid in picked:
+            us = times[sid]
+            if not loaded[sid] or us > now_us or us == 0 or (us < 0 and since_us < -us):
+                return None
+            if us < since_us:
+                continue
+            stamp = stamps.get(us)
+            if stamp is None:
+                stamp = stamps[us] = _time(us)
+            kind = kinds[sid]
+            value: int | float = (
+                values[sid]
+                if kind == _FLOAT
+                else int(values[sid])
+                if kind == _INT
+                else self._big[sid]
+            )
+            meta = table[metas[sid]]
+            assert meta is not None
+            items.append(
+                SeriesValue(
+                    SeriesOut(
+                        sid,
+                        names[sid] if several else name,
+                        meta.metric,
+                        meta.labels,
+                        meta.unit,
+                        meta.kind,
+                    ),
+                    stamp,
+                    value,
+                )
+            )
+        return items, (picked[-1] if more and picked else None)
 
     def after(self, ids: array[int], after_id: int) -> Sequence[int]:
         """``ids`` (ascending) above ``after_id``."""

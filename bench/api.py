@@ -30,6 +30,13 @@ endpoint for ``--duration`` s (10; --quick 3) after a warm-up (2 s; --quick 1):
 Figures: ``rps_<endpoint>`` (requests/s), ``p50_ms_<endpoint>``, ``p99_ms_<endpoint>``;
 keys without a suffix are at 1 worker (``netmon api``'s default), ``_w2`` at 2.
 
+Device detail and last values are answered from each API process's memory of the newest
+values (``api/last_values.py``), which it fills from the database once it LISTENs: the
+measurement starts once the 1-worker server reports its first fill done (its
+``/metrics``). ``last_values_fill_s`` (from ready to filled), ``last_values_series``,
+``last_values_mb`` (its arrays) and ``api_rss_mb`` (the server's resident memory then)
+are of that server.
+
 Baseline, same run, served as ``netmon api`` serves (uvicorn with the options of
 ``netmon.api.server._config``, uvloop, one process per worker on one SO_REUSEPORT port),
 same wrk settings and paths: a bare Litestar app whose handlers return a precomputed JSON

@@ -335,3 +335,57 @@ async def test_the_memory_is_reported_on_metrics(api: Api) -> None:
     assert gauges["netmon_api_last_values_series"] == 1
     assert gauges["netmon_api_last_values_bytes"] > 0
     assert gauges["netmon_api_last_values_fills_total"] >= 1
+
+
+async def _pages(c: httpx.AsyncClient, params: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    pages = []
+    cursor = None
+    while True:
+        r = await c.get(
+            "/api/v1/metrics/last",
+            params=params + ([("cursor", cursor)] if cursor else []),
+            timeout=3,
+        )
+        assert r.status_code == 200, r.text
+        pages.append(r.json())
+        cursor = pages[-1]["next_cursor"]
+        if cursor is None:
+            return pages
+
+
+async def test_pages_and_selectors_from_memory_are_the_databases(api: Api) -> None:
+    """The same pages, cursors and items from memory as from PostgreSQL."""
+    await _filled(api)
+    now = datetime.now(UTC).replace(microsecond=0)
+    samples = [
+        Sample(_key(device, metric, f"eth{i}"), now - timedelta(minutes=i % 3), i)
+        for i in range(12)
+        for device in ("a", "b")
+        for metric in ("ifHCInOctets:rate", "ifOperStatus")
+    ]
+    # One series with nothing in the default hour: selected, so it counts in a page.
+    samples.append(Sample(_key("a", "old"), now - timedelta(hours=3), 1))
+    await _write(api, samples)
+    await _until(lambda: _in_memory(api, "a", 24), "a's samples did not come")
+    await _until(lambda: _in_memory(api, "b", 24), "b's samples did not come")
+    selectors = [
+        [("device", "a"), ("device", "b"), ("limit", "7")],
+        [("device", "b"), ("limit", "5"), ("metric", "ifOperStatus")],
+        [("device", "a"), ("device", "nothing"), ("label", "interface=eth3")],
+        [("device", "a"), ("lookback", "4h"), ("limit", "30")],
+        [("device", "a"), ("label", "interface=eth3"), ("label", "interface=eth4")],
+    ]
+    async with api.client("viewer") as c:
+        async with samples_locked(api):
+            from_memory = [await _pages(c, s) for s in selectors]
+        hub = api.ctx.hub
+        assert hub is not None
+        hub.last.lost()  # and not filled again: every read from PostgreSQL
+        await hub.last.stop()
+        from_database = [await _pages(c, s) for s in selectors]
+    assert from_memory == from_database
+    # 49 series, 48 with a value within the hour: the old one counts in its page.
+    assert len(from_memory[0]) == 7
+    assert sum(len(p["items"]) for p in from_memory[0]) == 48
+    assert from_memory[3][-1]["items"][-1]["series"]["metric"] == "old"
+    assert from_memory[4] == [{"items": [], "next_cursor": None}]

@@ -26,6 +26,10 @@ REQUIRED = {
             "p99_ms_range",
             "ws_p99_ms",
             "ws_gaps",
+            "last_values_fill_s",
+            "last_values_series",
+            "last_values_mb",
+            "api_rss_mb",
         },
         "baseline": {"rps", "rps_device"},
         "ratio": {"rps_device", "p99_ms_device"},
@@ -42,7 +46,8 @@ REQUIRED = {
     },
     "ingest": {
         "figures": {"samples_per_s", "bytes_per_sample"},
-        "baseline": {"samples_per_s"},
+        # samples_per_s: the fastest raw COPY; connections: how many it streamed over
+        "baseline": {"samples_per_s", "connections", "samples_per_s_1conn", "samples_per_s_2conn"},
         "ratio": {"samples_per_s"},
     },
     "matchers": {
@@ -51,7 +56,15 @@ REQUIRED = {
         "ratio": {"typical_us", "catastrophic_us"},
     },
     "netconf": {
-        "figures": {"cpu_ms_per_device", "backup_cpu_ms_per_device", "collect_cpu_ms_per_device"},
+        "figures": {
+            "cpu_ms_per_device",
+            "backup_cpu_ms_per_device",
+            "collect_cpu_ms_per_device",
+            "loop_cpu_ms_per_device",
+            "task_cpu_ms_per_device",
+            "transport_cpu_ms_per_device",
+        },
+        # the whole poller's CPU per device poll against bare ncclient's <get>
         "baseline": {"cpu_ms_per_device", "backup_cpu_ms_per_device"},
         "ratio": {"cpu_ms_per_device", "collect_cpu_ms_per_device"},
     },

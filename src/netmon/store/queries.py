@@ -29,6 +29,7 @@ __all__ = [
     "choose_resolution",
     "device_detail_counted",
     "fill_last_values",
+    "highest_series_id",
     "last_values",
     "range_query",
     "series_rows",
@@ -144,6 +145,12 @@ async def device_detail_counted(conn: asyncpg.Connection, device_id: int) -> asy
     ``series_count``."""
     row: asyncpg.Record | None = await conn.fetchrow(_DEVICE_DETAIL, device_id)
     return row
+
+
+async def highest_series_id(conn: asyncpg.Connection) -> int | None:
+    """The highest series id there is (None without series)."""
+    highest: int | None = await conn.fetchval("SELECT max(id) FROM series")
+    return highest
 
 
 async def series_rows(conn: asyncpg.Connection, ids: Sequence[int]) -> list[asyncpg.Record]:
