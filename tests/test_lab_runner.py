@@ -98,7 +98,8 @@ async def test_a_busy_port_fails_start_and_releases_the_others():
     "params",
     [
         {"devices": 0},
-        {"devices": 5001},
+        {"devices": 20_001},
+        {"first": 0},
         {"base_port": 65500, "devices": 100},
         {"auth_protocol": "md5"},
     ],
