@@ -40,9 +40,20 @@ class SnmpEngine(Protocol):
 
 def engine_for(target: SnmpTarget) -> SnmpEngine:
     """The process-wide engine that ``target``'s credentials name."""
+    name = target.credentials.engine
+    engine = _made.get(name)
+    if engine is None:
+        engine = _made[name] = _make(name)
+    return engine
+
+
+_made: dict[str, SnmpEngine] = {}
+
+
+def _make(name: str) -> SnmpEngine:
     # Imported here: a process whose devices all use one engine never loads the other
     # (pysnmp and its MIB modules take a second and tens of MB).
-    if target.credentials.engine == "gufo":
+    if name == "gufo":
         from netmon.snmp.gufo_engine import shared_gufo
 
         return shared_gufo()

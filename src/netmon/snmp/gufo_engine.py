@@ -291,7 +291,10 @@ class GufoEngine:
                     SnmpMalformedReplyError, target, f"OID not increasing in walk: {name}"
                 )
             last = oid
-            into[index] = self._typed(target, oid, raw, smi)
+            if type(raw) is int:
+                into[index] = VarBind(oid, raw, smi or "Integer")
+            else:
+                into[index] = self._typed(target, oid, raw, smi)
 
     def _walk_entry(
         self,
@@ -305,20 +308,34 @@ class GufoEngine:
         cut = len(prefix) + 1
         last_column = max(c[-1] for c in wanted)
         wanted_numbers = {c[-1]: c for c in wanted}
-        previous: Oid = entry
+        last_number = 0
+        last_index: Oid = ()
         for name, raw in self._bulk(target, prefix, (rows + 1) * last_column):
-            index_text = name[cut:].partition(".")[2]
-            oid = (*entry, *self._index(target, entry, name[cut:]))
-            if oid <= previous:
+            number_text, _, index_text = name[cut:].partition(".")
+            try:
+                number = int(number_text)
+            except ValueError:
+                raise failure(SnmpMalformedReplyError, target, f"bad OID {name!r}") from None
+            if number != last_number:
+                if number < last_number:
+                    raise failure(
+                        SnmpMalformedReplyError, target, f"OID not increasing in walk: {name}"
+                    )
+                last_number, last_index = number, ()
+            column = wanted_numbers.get(number)
+            if column is None or not index_text:
+                continue  # a column nobody asked for: not even its index is parsed
+            index = self._index(target, entry, index_text)
+            if index <= last_index:
                 raise failure(
                     SnmpMalformedReplyError, target, f"OID not increasing in walk: {name}"
                 )
-            previous = oid
-            column = wanted_numbers.get(oid[len(entry)])
-            if column is not None and index_text:
-                table[column][oid[len(column) :]] = self._typed(
-                    target, oid, raw, SMI_TYPES.get(column)
-                )
+            last_index = index
+            smi = SMI_TYPES.get(column)
+            if type(raw) is int:  # most cells: counters, gauges, states
+                table[column][index] = VarBind((*column, *index), raw, smi or "Integer")
+            else:
+                table[column][index] = self._typed(target, (*column, *index), raw, smi)
 
     def _index(self, target: SnmpTarget, base: Oid, text: str) -> Oid:
         try:
