@@ -81,14 +81,19 @@ class LabProcess:
 
 
 @asynccontextmanager
-async def polling(url: str, scratch: Path, inventory: Path) -> AsyncIterator[PollerService]:
+async def polling(
+    url: str, scratch: Path, inventory: Path, *, max_in_flight: int | None = None
+) -> AsyncIterator[PollerService]:
     """The poller as ``netmon run`` runs it (writer, batcher, poller service) on the
     migrated database ``url``, polling ``inventory`` without jitter."""
+    poller: dict[str, object] = {"inventory": str(inventory), "jitter": "0s"}
+    if max_in_flight is not None:
+        poller["max_in_flight"] = max_in_flight
     settings = load_settings(
         None,
         data_dir=scratch / "data",
         database={"url": url},
-        poller={"inventory": str(inventory), "jitter": "0s"},
+        poller=poller,
         log={"level": "warning"},
     )
     db = Database(settings.database, settings.data_dir)

@@ -73,6 +73,12 @@ RESOURCE_COLUMNS = [
 def options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sizes", default=None, help="lab sizes, e.g. 1000,5000")
     parser.add_argument("--interval", type=float, default=None, help="poll interval, seconds")
+    parser.add_argument(
+        "--max-in-flight",
+        type=int,
+        default=None,
+        help="poller.max_in_flight (default: 50, or one per 80 devices for big fleets)",
+    )
 
 
 def join_inventories(folder: Path) -> None:
@@ -94,10 +100,17 @@ def set_interval(folder: Path, interval: float) -> None:
     groups.write_text(text)
 
 
+def in_flight_for(devices: int, asked: int | None) -> int:
+    """Polls in flight: what a fleet of ``devices`` needs to finish in an interval when a
+    poll waits on the lab for tens of milliseconds (Little's law), as an operator sets
+    ``poller.max_in_flight``: threads that wait on gufo-snmp hold no GIL."""
+    return asked or max(50, devices // 80)
+
+
 async def measure_netmon(
-    url: str, scratch: Path, inventory: Path, interval: float
+    url: str, scratch: Path, inventory: Path, interval: float, in_flight: int
 ) -> dict[str, float]:
-    async with polling(url, scratch, inventory) as service:
+    async with polling(url, scratch, inventory, max_in_flight=in_flight) as service:
         assert service.poller is not None
         stats, client = service.poller.stats, shared_gufo()
         # Two intervals: the first poll discovers and sizes; the second makes the rate
@@ -271,8 +284,9 @@ async def bench(args: argparse.Namespace, url: str, scratch: Path) -> dict[str, 
                 bare = await asyncio.to_thread(measure_pysnmp, size)
                 bare["gufo_cpu_ms_per_device_poll"] = await asyncio.to_thread(measure_gufo, size)
                 stderr.print(f"  baseline: {bare}")
+                in_flight = in_flight_for(size, args.max_in_flight)
                 got = await measure_netmon(
-                    url, scratch / f"poller-{size}-{index}", folder, interval
+                    url, scratch / f"poller-{size}-{index}", folder, interval, in_flight
                 )
                 stderr.print(f"  netmon: {got}")
             suffix = "" if size == max(sizes) else f"_at_{size}"
@@ -297,6 +311,7 @@ async def bench(args: argparse.Namespace, url: str, scratch: Path) -> dict[str, 
             "security": "authPriv SHA-1/AES-128",
             "tasks": ["system", "interfaces", "resources"],
             "figures_without_suffix_are_for": max(sizes),
+            "max_in_flight": {size: in_flight_for(size, args.max_in_flight) for size in sizes},
             **environment(),
         },
     )
