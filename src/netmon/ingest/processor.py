@@ -164,7 +164,12 @@ class StoreProcessor:
         self._inbox.append((device, records))
         if not self._scheduled:
             self._scheduled = True
-            self._loop.call_soon_threadsafe(self.drain)
+            try:
+                self._loop.call_soon_threadsafe(self.drain)
+            except RuntimeError:
+                # The loop is closed: a poll abandoned at stop finished after it. Nothing
+                # can store its records any more.
+                log.warning("records of a task arrived after the store stopped", device=device)
 
     def drain(self) -> None:
         """Store everything accepted so far (on the loop)."""
