@@ -106,7 +106,7 @@ async def test_a_frozen_database_never_holds_up_polls_and_loses_nothing(lab, own
 
             await eventually(stored_once, what="polls stored before the freeze")
             polls_before, overruns_before = poller.stats.polls, poller.stats.overruns
-            late_before = _late_polls(poller.stats.start_lag, 0.25)
+            late_before = _late_polls(poller.stats.start_lag, 1.0)
             started = time.monotonic()
             with frozen(postmaster):
                 await asyncio.sleep(FREEZE_S)
@@ -115,10 +115,11 @@ async def test_a_frozen_database_never_holds_up_polls_and_loses_nothing(lab, own
                 up_while_frozen = writer.database_up
             thawed = time.monotonic() - started
 
-            # Polls kept their schedule: 3 devices every second, none skipped or late.
+            # Polls kept their schedule: 3 devices every second, none skipped, none started
+            # a second or more after its slot.
             assert frozen_polls >= 3 * (FREEZE_S - 1), (frozen_polls, thawed)
             assert poller.stats.overruns == overruns_before
-            assert _late_polls(poller.stats.start_lag, 0.25) == late_before
+            assert _late_polls(poller.stats.start_lag, 1.0) == late_before
             # A write outlived its deadline: the database counts as down, records spooled.
             assert not up_while_frozen
             assert spooled > 0
@@ -139,7 +140,8 @@ async def test_a_frozen_database_never_holds_up_polls_and_loses_nothing(lab, own
         await db.stop()
     # Exactly once: every sample queued is stored (the primary key makes a second copy
     # impossible; a lost one would make the count short), none rejected or dropped.
-    assert stats.rejected == 0 and stats.dropped == 0
+    assert stats.rejected == 0
+    assert stats.dropped == 0
     assert rows == queued, (rows, queued, stats)
     assert stats.replayed > 0
 
@@ -175,7 +177,8 @@ async def test_a_full_queue_overflows_to_the_spool(db, settings, conn):
         assert batcher.queued == 100
         batcher.put(_poll(3, t))  # 150 > 120: all three go to the spool
         assert batcher.queued == 0
-        assert batcher.stats.overflows == 1 and batcher.stats.overflowed == 150
+        assert batcher.stats.overflows == 1
+        assert batcher.stats.overflowed == 150
 
         async def spooled_then_stored() -> bool:
             return writer.stats.spooled == 150 and writer.stats.replayed == 150
