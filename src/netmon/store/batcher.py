@@ -208,6 +208,15 @@ class Batcher:
             if slot:
                 self._slots.release()
 
+    async def drained(self) -> None:
+        """Wait until nothing is queued or in flight (benchmarks, tests)."""
+        while self._pending or self._flights:
+            if self._flights:
+                await asyncio.wait(set(self._flights))
+            else:
+                self._kick.set()
+                await asyncio.sleep(self.flush_interval / 2)
+
     async def close(self) -> None:
         """Flush what is queued, wait for the flushes in flight, then stop."""
         self._closed = True
