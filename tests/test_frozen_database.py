@@ -6,6 +6,10 @@ their schedule, records go to the spool once a write outlives ``writer.write_dea
 and after SIGCONT every sample arrives exactly once. The frozen server is an embedded
 PostgreSQL private to the test; the shared system PostgreSQL is never stopped.
 
+The same with every packet to and from the database 150 ms late (300 ms a round trip,
+through a proxy; a new device's first batch then outlasts the 5 s deadline): polls keep
+their schedule, everything is stored.
+
 And the batcher's bounded queue: past ``writer.queue_limit`` what waits goes to the spool.
 """
 
@@ -16,7 +20,7 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -28,7 +32,8 @@ from netmon.records import Sample, SeriesKey
 from netmon.store.batcher import Batcher
 from netmon.store.database import Database
 from netmon.store.writer import SampleWriter
-from tests.poller_helpers import eventually, fast_inventory, running_poller
+from tests.poller_helpers import eventually, fast_inventory, poller_settings, running_poller
+from tests.tcp_proxy import TcpProxy, proxy_for, through
 from tests.test_outage import OwnServer, migrated_database
 
 FREEZE_S = 5.0
@@ -144,6 +149,101 @@ async def test_a_frozen_database_never_holds_up_polls_and_loses_nothing(lab, own
     assert stats.dropped == 0
     assert rows == queued, (rows, queued, stats)
     assert stats.replayed > 0
+
+
+class SlowProxy(TcpProxy):
+    """Every chunk forwarded ``delay`` seconds after it arrived, in order: latency, not
+    a slower link (chunks in flight overlap)."""
+
+    delay = 0.15
+
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+
+        async def deliver() -> None:
+            while True:
+                due, data = await queue.get()
+                await asyncio.sleep(max(0.0, due - loop.time()))
+                if not data:
+                    writer.close()
+                    return
+                writer.write(data)
+                await writer.drain()
+
+        sender = asyncio.create_task(deliver())
+        try:
+            with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+                while data := await reader.read(1 << 16):
+                    queue.put_nowait((loop.time() + self.delay, data))
+            queue.put_nowait((loop.time() + self.delay, b""))
+            with contextlib.suppress(OSError):
+                await sender
+        finally:
+            sender.cancel()
+
+
+@pytest.fixture
+async def one_database_url(one_pg_server) -> AsyncIterator[str]:
+    """A fresh migrated database on one server: the subject is the poller, not storage."""
+    url = await one_pg_server.create_database(template=one_pg_server.template)
+    try:
+        yield url
+    finally:
+        await one_pg_server.drop_database(url)
+
+
+@pytest.mark.slow
+@pytest.mark.lab(interfaces=2)
+async def test_a_slow_database_never_holds_up_polls(lab, one_database_url, tmp_path):
+    database_url = one_database_url
+    proxy = proxy_for(database_url)
+    slow = SlowProxy(host=proxy.upstream_host, port=proxy.upstream_port, unix_path=proxy.unix_path)
+    await slow.start()
+    try:
+        config = poller_settings(
+            load_settings(None, data_dir=tmp_path / "data", database={"url": database_url})
+        )
+        url = through(slow, database_url)
+        config = config.model_copy(
+            update={"database": config.database.model_copy(update={"url": url})}
+        )
+        inventory = fast_inventory(lab, tmp_path / "inventory", interval="1s")
+        db = Database(config.database, config.data_dir)
+        await db.start()
+        try:
+            async with running_poller(config, db, inventory) as service:
+                poller = service.poller
+                assert poller is not None
+                writer = service.batcher.writer
+
+                async def polled() -> bool:
+                    return poller.stats.polls >= 3 * 4
+
+                await eventually(polled, timeout=30, what="four rounds of polls")
+                assert poller.stats.overruns == 0
+                assert _late_polls(poller.stats.start_lag, 1.0) == 0
+
+                # A new device's first batch takes more round trips than the deadline
+                # allows (series are created): it waits in the spool, and the replay,
+                # with more time, takes it back.
+                async def caught_up() -> bool:
+                    return writer.database_up and not len(writer.spool)
+
+                await eventually(caught_up, timeout=60, what="the writer caught up")
+            queued = service.processor.samples
+            stats = writer.stats
+        finally:
+            await db.stop()
+    finally:
+        await slow.close()
+    conn = await asyncpg.connect(database_url)
+    try:
+        rows = await conn.fetchval("SELECT count(*) FROM samples")
+    finally:
+        await conn.close()
+    assert stats.dropped == 0
+    assert rows == queued, (rows, queued, stats)
 
 
 def _poll(device: int, t: datetime, n: int = 50) -> list[Sample]:

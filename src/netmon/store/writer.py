@@ -245,6 +245,10 @@ class SampleWriter:
         self._encoder = msgspec.msgpack.Encoder()
         self._decoder = msgspec.msgpack.Decoder(Batch)
         self._wake = asyncio.Event()
+        # Set while the spool is empty: new writes that find it replaying wait for this.
+        self._spool_empty = asyncio.Event()
+        if not len(self.spool):
+            self._spool_empty.set()
         self._replayer: asyncio.Task[None] | None = None
         self._control: asyncio.Task[None] | None = None
         # netmon_control, on a connection of its own for as long as the writer runs: a
@@ -262,6 +266,13 @@ class SampleWriter:
         )
         self._closing = False
         self._deadline = settings.writer.write_deadline.total_seconds()
+        # Replay (and its probe) waits longer: it runs in the background, nothing waits on
+        # it, and a database that is slow but answers (a first batch of new series takes
+        # several round trips) must be able to take the spool back, or it would fill up
+        # forever. Bounded still, by command_timeout, so a frozen server is let go.
+        self._replay_deadline = max(
+            self._deadline, settings.database.command_timeout.total_seconds()
+        )
         self.database_up = True
         self.publish = settings.writer.publish
         # Other control messages (inventory_reload, ...) go to whoever runs this writer.
@@ -330,6 +341,15 @@ class SampleWriter:
         batch, result = self._accept(samples, events)
         if batch is None:
             return result
+        if self.database_up and len(self.spool):
+            # The replayer is taking the spool back: wait for it, within the deadline,
+            # rather than add to it (nothing upstream waits on this write). Spooling
+            # instead would keep the spool from ever running empty while batches arrive
+            # faster than a replay round takes, and fresh samples would never reach the
+            # live feeds again.
+            self._wake.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._spool_empty.wait(), self._deadline)
         if self.database_up and not len(self.spool):
             try:
                 stored, dups = await self._bounded(
@@ -357,16 +377,22 @@ class SampleWriter:
             await self._to_spool(batch, result)
         return result
 
-    async def _bounded(self, work_on: Callable[[list[asyncpg.Connection]], Awaitable[_T]]) -> _T:
-        """``work_on(held)`` within ``write_deadline``; past it, DatabaseUnavailableError.
+    async def _bounded(
+        self,
+        work_on: Callable[[list[asyncpg.Connection]], Awaitable[_T]],
+        deadline: float | None = None,
+    ) -> _T:
+        """``work_on(held)`` within ``deadline`` (``write_deadline``); past it,
+        DatabaseUnavailableError.
 
         Cancelling a query makes asyncpg send a cancel request and wait for the server, and
         a frozen server answers neither: so the connections the write holds are closed
         first (terminate: no round trip), then the write is cancelled and not awaited."""
+        limit = self._deadline if deadline is None else deadline
         held: list[asyncpg.Connection] = []
         work = asyncio.ensure_future(work_on(held))
         try:
-            return await asyncio.wait_for(asyncio.shield(work), self._deadline)
+            return await asyncio.wait_for(asyncio.shield(work), limit)
         except TimeoutError:
             for conn in held:
                 with contextlib.suppress(Exception):
@@ -375,7 +401,7 @@ class SampleWriter:
             work.add_done_callback(_swallow)
             self.stats.deadlines += 1
             raise DatabaseUnavailableError(
-                f"a write did not finish within writer.write_deadline ({self._deadline:g} s)"
+                f"a write to the database did not finish within {limit:g} s"
             ) from None
 
     def _accept(
@@ -401,10 +427,13 @@ class SampleWriter:
 
     async def _to_spool(self, batch: Batch, result: WriteResult) -> None:
         payload = self._encoder.encode(batch)
+        self._spool_empty.clear()  # before the thread runs: a writer must not slip past
         if await asyncio.to_thread(self.spool.append, payload):
             result.spooled = len(batch.samples)
             self.stats.spooled += len(batch.samples)
         else:
+            if not len(self.spool):
+                self._spool_empty.set()
             result.dropped = len(batch.samples)
             self.stats.dropped += len(batch.samples)
             log.error(
@@ -723,7 +752,7 @@ class SampleWriter:
         if not pending and not self.database_up:
             # Nothing to replay (the spool filled up and dropped, or is being written):
             # the database counts as back only once it answers.
-            await self._bounded(self._probe)
+            await self._bounded(self._probe, self._replay_deadline)
         while pending:
             group: list[Path] = []
             samples: list[Sample] = []
@@ -747,10 +776,13 @@ class SampleWriter:
                 log.warning("spooled samples expired past retention", expired=expired)
             replay = Batch(samples=kept, events=events)
             stored, dups = await self._bounded(
-                lambda held, replay=replay: self._to_database(replay, False, held)  # type: ignore[misc]
+                lambda held, replay=replay: self._to_database(replay, False, held),  # type: ignore[misc]
+                self._replay_deadline,
             )
             for path in group:
                 self.spool.remove(path)
+            if not len(self.spool):
+                self._spool_empty.set()
             self.stats.replayed += len(kept)
             self.stats.stored += stored
             self.stats.duplicates += dups
