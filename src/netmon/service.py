@@ -61,7 +61,9 @@ class Service:
         if not await self._connect():
             return  # stopped while waiting
         await upgrade(self.db)
-        await maintain(self.db, self.settings.storage)
+        # Maintenance (partitions ahead, rollups, retention) starts in the background, not
+        # before the poller: it is dozens of statements, a minute at 500 ms a round trip,
+        # and nothing waits for it (a COPY makes the partitions it lacks).
         self.writer = SampleWriter(self.db, self.settings)
         await self.writer.start()
         self.batcher = Batcher(self.writer, self.settings.writer)
@@ -207,9 +209,12 @@ class Service:
 
     async def _maintenance_loop(self) -> None:
         interval = self.settings.storage.maintenance_interval.total_seconds()
+        first = True
         while not self._stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), timeout=interval)
+            if not first:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), timeout=interval)
+            first = False
             if self._stop.is_set():
                 return
             try:
