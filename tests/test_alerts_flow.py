@@ -436,7 +436,7 @@ async def test_the_lab_polled_for_real_raises_and_resolves_the_builtin_alerts(
         async with running_poller(settings, db, inventory) as poller:
             alerts = AlertService(db, settings)
             await alerts.start()
-            poller.processor.observe = alerts.observe
+            poller.batcher.observe = alerts.observe
             await alerts.reload_devices()
             try:
                 # Three polls in, a reboot sets sysUpTime back below what was seen.

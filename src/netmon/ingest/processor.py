@@ -59,7 +59,8 @@ Observe = Callable[[Sequence[Sample], Sequence[DeviceEvent]], None]
 
 class RecordQueue(Protocol):
     """Where samples and events go: ``netmon.store.batcher.Batcher``. ``put`` queues and
-    returns at once (on the event loop)."""
+    returns at once (on the event loop). An ``observe`` attribute on it, if any, stands in
+    for the processor's own."""
 
     def put(self, samples: Sequence[Sample], events: Sequence[DeviceEvent] = ()) -> None: ...
 
@@ -212,9 +213,12 @@ class StoreProcessor:
     def put(self, samples: Sequence[Sample], events: Sequence[DeviceEvent] = ()) -> None:
         """Samples and events past the pipeline (poll health's too), on the loop: shown to
         alert evaluation, then queued for the writer."""
-        if self.observe is not None:
+        observe = self.observe
+        if observe is None:  # a hook set on the batcher, as before the processor
+            observe = getattr(self.queue, "observe", None)
+        if observe is not None:
             try:
-                self.observe(samples, events)
+                observe(samples, events)
             except Exception:
                 # A fault in evaluation must not cost a sample: the write goes on.
                 log.exception("alert evaluation failed for a submission")

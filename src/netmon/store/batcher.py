@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from netmon.config import WriterSettings
@@ -77,6 +77,10 @@ class Batcher:
         self._flights: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(FLUSHES_IN_FLIGHT)
         self._closed = False
+        # Alert evaluation for records handed to ``submit`` directly (tools, benchmarks).
+        # The poller's records are shown to it by its StoreProcessor, which uses this hook
+        # when it has none of its own; ``put`` never calls it (the processor did).
+        self.observe: Callable[[Sequence[Sample], Sequence[DeviceEvent]], None] | None = None
 
     @property
     def queued(self) -> int:
@@ -94,6 +98,12 @@ class Batcher:
         self, samples: Sequence[Sample], events: Sequence[DeviceEvent] = ()
     ) -> WriteResult:
         """Queue records; return the result of the flush that made them durable."""
+        if self.observe is not None and (samples or events):
+            try:
+                self.observe(samples, events)
+            except Exception:
+                # A fault in evaluation must not cost a sample: the write goes on.
+                log.exception("alert evaluation failed for a submission")
         future: asyncio.Future[WriteResult] = asyncio.get_running_loop().create_future()
         self._queue(samples, events, future)
         # Shielded: a cancelled submitter must not cancel the flush other submitters share.
