@@ -471,6 +471,12 @@ async def test_polls_move_the_poller_counters_and_devices_appear(
             assert value(samples, "netmon_polls_total", outcome="failure") == 0
             assert value(samples, "netmon_poll_samples_total") > 0
             assert value(samples, "netmon_writer_samples_stored_total") > 0
+            assert value(samples, "netmon_writer_deadlines_total") == 0
+            assert value(samples, "netmon_batcher_overflows_total") == 0
+            assert value(samples, "netmon_snmp_requests_total", engine="gufo") > 0
+            assert value(samples, "netmon_snmp_values_total", engine="gufo") > 0
+            assert value(samples, "netmon_snmp_sessions") >= 3
+            assert value(samples, "netmon_snmp_session_events_total", event="opened") >= 3
             batches = value(samples, "netmon_writer_batches_total")
             assert batches
             assert value(samples, "netmon_writer_batch_duration_seconds_count") == batches

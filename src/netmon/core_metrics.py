@@ -245,6 +245,12 @@ class CoreCollector:
                 value=s.notifications,
             )
             yield CounterMetricFamily(
+                "netmon_writer_deadlines",
+                "Writes that did not finish within writer.write_deadline: their batch went "
+                "to the spool and the database counted as down (polls never wait on it).",
+                value=s.deadlines,
+            )
+            yield CounterMetricFamily(
                 "netmon_writer_publish_errors",
                 "Live-feed publishes that failed after their rows were committed: the rows "
                 "are stored, feed clients missed them (and were not told).",
@@ -306,6 +312,17 @@ class CoreCollector:
                 "Samples submitted by polls and waiting for the next batch (flushed at "
                 "writer.batch_size samples or after writer.flush_interval).",
                 value=batcher.queued,
+            )
+            yield CounterMetricFamily(
+                "netmon_batcher_overflows",
+                "Times the batcher's queue passed writer.queue_limit and what waited went "
+                "to the spool instead (the database too slow for the polls).",
+                value=batcher.stats.overflows,
+            )
+            yield CounterMetricFamily(
+                "netmon_batcher_overflowed_samples",
+                "Samples sent to the spool by a queue overflow (replayed later, not lost).",
+                value=batcher.stats.overflowed,
             )
 
     def _alerts(self) -> Iterable[Metric]:
