@@ -278,7 +278,9 @@ class MetricsQueryController(Controller):
         now = datetime.now(UTC)
         start_, end_, step_ = range_window(start, end, step, ctx.settings.api.range_max, now)
         chosen = None if resolution == "auto" else resolution
-        async with ctx.db.pool.acquire() as conn:
+        # Plain SELECTs: the read pool's, taken in turn (api/last_values.py).
+        held = ctx.hub.last if ctx.hub is not None else None
+        async with held.connection() if held is not None else ctx.db.pool.acquire() as conn:
             series = await _select_capped(ctx, conn, request.user, device, metric, label)
             try:
                 results = [
