@@ -137,18 +137,23 @@ async def measure_netmon(
         }
 
 
-def measure_gufo(devices: int) -> float:
-    """CPU ms per device poll of the bare gufo-snmp loop, in a child process."""
+def run_bare_loop(source: str, what: str, devices: int) -> list[str]:
+    """A bare loop in a child process (its CPU its own, its engine fresh); its output."""
     done = subprocess.run(
-        [sys.executable, "-c", BARE_GUFO, str(BASE_PORT), str(min(devices, BASELINE_DEVICES))],
+        [sys.executable, "-c", source, str(BASE_PORT), str(min(devices, BASELINE_DEVICES))],
         capture_output=True,
         text=True,
         check=False,
         env={**os.environ},
     )
     if done.returncode != 0:
-        raise RuntimeError(f"the bare gufo-snmp loop failed:\n{done.stderr[-3000:]}")
-    return float(done.stdout.split()[0])
+        raise RuntimeError(f"the bare {what} loop failed:\n{done.stderr[-3000:]}")
+    return done.stdout.split()
+
+
+def measure_gufo(devices: int) -> float:
+    """CPU ms per device poll of the bare gufo-snmp loop."""
+    return float(run_bare_loop(BARE_GUFO, "gufo-snmp", devices)[0])
 
 
 BARE_GUFO = f"""
@@ -185,17 +190,8 @@ print(cpu * 1000 / polls, values / polls)
 
 
 def measure_pysnmp(devices: int) -> dict[str, float]:
-    """The bare loop, in a child process: its CPU is its own, and its engine is fresh."""
-    done = subprocess.run(
-        [sys.executable, "-c", BARE_LOOP, str(BASE_PORT), str(min(devices, BASELINE_DEVICES))],
-        capture_output=True,
-        text=True,
-        check=False,
-        env={**os.environ},
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"the bare pysnmp loop failed:\n{done.stderr[-3000:]}")
-    out = done.stdout.split()
+    """The bare pysnmp loop's figures."""
+    out = run_bare_loop(BARE_LOOP, "pysnmp", devices)
     cpu_per_value, cpu_per_poll, errors = float(out[0]), float(out[1]), int(out[2])
     if errors:
         stderr.print(f"  baseline: {errors} requests failed (counted out of the figures)")
