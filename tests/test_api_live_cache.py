@@ -158,8 +158,8 @@ async def test_a_read_after_a_commit_sees_it_within_the_feed_lag(api: Api) -> No
 
 async def test_a_gap_is_filled_again_from_the_database(api: Api) -> None:
     """Samples committed without a notification reaching the API (as while its LISTEN
-    connection is away) are read by the refill that follows the reconnect; an older
-    sample in the database does not replace the newer one notified before."""
+    connection is away) are read by the refill that follows the reconnect; the refill
+    keeps each series' newest sample, not the one committed last."""
     await _filled(api)
     hub = api.ctx.hub
     assert hub is not None
