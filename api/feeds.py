@@ -421,6 +421,11 @@ class FeedHub:
         if op in ("series_forget", "device_changed"):
             self.forget_series()
             return op == "series_forget"
+        if op == "samples_replayed":
+            # A writer stored spooled samples without publishing them; some may be the
+            # newest of their series, so what memory holds is no longer known newest.
+            self.last.refill(lost=True)
+            return False
         if op == "token_revoked":
             token_id = control.args.get("id")
             if isinstance(token_id, int):

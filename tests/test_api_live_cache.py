@@ -17,9 +17,11 @@ from typing import Any
 
 import asyncpg
 import httpx
+import msgspec
 
 from netmon.records import Sample, SeriesKey
-from netmon.store.writer import SampleWriter
+from netmon.store.spool import Spool
+from netmon.store.writer import Batch, SampleWriter
 from tests.api_helpers import Api, api, api_database_url, api_settings
 
 __all__ = ["api", "api_database_url", "api_settings"]
@@ -389,3 +391,26 @@ async def test_pages_and_selectors_from_memory_are_the_databases(api: Api) -> No
     assert sum(len(p["items"]) for p in from_memory[0]) == 48
     assert from_memory[3][-1]["items"][-1]["series"]["metric"] == "old"
     assert from_memory[4] == [{"items": [], "next_cursor": None}]
+
+
+async def test_samples_replayed_from_the_spool_reach_the_last_values(api: Api) -> None:
+    """A writer replays spooled samples without publishing them (a backlog would flood
+    the feeds), then says so: the last values refill and show the newest."""
+    await _filled(api)
+    settings = api.ctx.settings
+    now = datetime.now(UTC).replace(microsecond=0)
+    key = _key("r9", "replayed")
+    await _write(api, [Sample(key, now - timedelta(minutes=5), 1)])
+    async with api.client("viewer") as c:
+
+        async def shows(expected: tuple[str, int]) -> bool:
+            return (await _last(c, device="r9")).get(("r9", "replayed")) == expected
+
+        await _until(lambda: shows((_z(now - timedelta(minutes=5)), 1)), "not notified")
+        # Spooled as a writer spools while the database is away; the next writer replays.
+        spool = Spool(settings.spool_dir, settings.writer.spool_max_bytes)
+        assert spool.append(msgspec.msgpack.encode(Batch(samples=[Sample(key, now, 2)])))
+        async with SampleWriter(api.db, settings) as writer:
+            await _until(lambda: _true(not len(writer.spool)), "the spool was not replayed")
+            assert writer.stats.replayed == 1
+        await _until(lambda: shows((_z(now), 2)), "the replayed sample was not shown")

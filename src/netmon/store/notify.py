@@ -339,7 +339,9 @@ async def publish_control(conn: asyncpg.Connection, op: str, **args: Any) -> Non
     """Tell every netmon process: ``series_forget`` (a device or its series were deleted:
     drop cached series ids and metadata), ``device_changed`` (a device was renamed or moved
     to another site: feed hubs drop their metadata), ``token_revoked`` (``id``: its feeds
-    close, token caches forget), ``inventory_reload``, ``config_backup`` (``device``),
+    close, token caches forget), ``samples_replayed`` (``stored``: a writer stored spooled
+    samples without publishing them; the API's last values refill), ``inventory_reload``,
+    ``config_backup`` (``device``),
     ``rules_reload``, ``outbox_wake``. Call it in the transaction of the change, so it is
     sent only if the change commits."""
     payload = _encoder.encode(Control(op=op, args=args) if args else {"op": op}).decode()

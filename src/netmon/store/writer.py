@@ -39,6 +39,7 @@ from netmon.store.notify import (
     Control,
     Fragments,
     decode_control,
+    publish_control,
     publish_events,
     publish_fragments,
     publish_samples,
@@ -117,6 +118,11 @@ class WriteResult:
     @property
     def accepted(self) -> int:
         return self.stored + self.duplicates + self.spooled
+
+
+async def _announce_replay(conn: asyncpg.Connection, stored: int) -> int:
+    await publish_control(conn, "samples_replayed", stored=stored)
+    return 1
 
 
 @dataclass
@@ -500,6 +506,11 @@ class SampleWriter:
             if oldest < datetime.now(UTC) - self.settings.storage.rollup_lateness:
                 async with self._acquire(held) as conn:
                     await lower_watermarks(conn, oldest)
+            if stored and not fresh and self.publish:
+                # Replayed samples are not sent to the feeds (see above), but some may be
+                # the newest of their series: the API processes' last values refill.
+                async with self._acquire(held) as conn:
+                    await self._publish(_announce_replay, conn, stored)
         elapsed = loop.time() - started
         self.stats.batches += 1
         self.stats.write_seconds += elapsed
