@@ -1,6 +1,7 @@
 """A user's own Nornir task for netmon: the worked example of docs/tasks.md.
 
-``uptime_days`` reads sysUpTime through netmon's shared SNMP client and returns it as a
+``uptime_days`` reads sysUpTime through the SNMP engine the host's inventory names
+(gufo-snmp unless ``snmp.engine: pysnmp``) and returns it as a
 gauge in days, plus an event when a device has run for more than a year without a reboot
 (a patching reminder). netmon stores, serves and alerts on these records like its own.
 """
@@ -12,7 +13,7 @@ from datetime import UTC, datetime
 from nornir.core.task import Result, Task
 
 from netmon.records import DeviceEvent, Record, Sample, SeriesKey
-from netmon.snmp.client import shared_client
+from netmon.snmp.engines import engine_for
 from netmon.snmp.hosts import snmp_target
 from netmon.snmp.oids import SYSTEM
 
@@ -22,7 +23,8 @@ ONE_YEAR_DAYS = 365
 
 
 def uptime_days(task: Task) -> Result:
-    (uptime,) = shared_client().get(snmp_target(task.host), [SYSTEM.sysUpTime])
+    target = snmp_target(task.host)
+    (uptime,) = engine_for(target).get(target, [SYSTEM.sysUpTime])
     if not isinstance(uptime.value, int):
         raise ValueError(f"sysUpTime is {uptime.type}")  # a failed Result for this host
     days = uptime.value / 100 / 86400
