@@ -69,9 +69,22 @@ REQUIRED = {
         "ratio": {"cpu_ms_per_device", "collect_cpu_ms_per_device"},
     },
     "poll": {
-        "figures": {"devices_per_min_per_core", "cpu_ms_per_value", "overruns_at_50"},
-        "baseline": {"cpu_ms_per_value"},
-        "ratio": {"cpu_ms_per_value"},
+        # --quick polls 50 devices; the full run's key is overruns_at_20000
+        "figures": {
+            "devices_per_min_per_core",
+            "cpu_ms_per_device_poll",
+            "cpu_ms_per_value",
+            "overruns_at_50",
+            "failed_polls",
+        },
+        # the poller against a bare pysnmp loop (cpu_ms_per_device_poll), and both loops
+        "baseline": {
+            "cpu_ms_per_device_poll",
+            "cpu_ms_per_value",
+            "gufo_cpu_ms_per_device_poll",
+            "pysnmp_cpu_ms_per_device_poll",
+        },
+        "ratio": {"cpu_ms_per_device_poll", "cpu_ms_per_value"},
     },
     "query": {
         "figures": {
