@@ -51,7 +51,7 @@ from _lab import LabProcess, polling
 from netmon.lab import AUTH_KEY_ENV, DEFAULT_AUTH_KEY, DEFAULT_PRIV_KEY, PRIV_KEY_ENV
 from netmon.snmp.gufo_engine import shared_gufo
 
-BASE_PORT = 20000  # below Linux's ephemeral ports (32768+), which clients take
+BASE_PORT = 10000  # 20,000 devices on 10001..30000: below the ephemeral ports (32768+) clients take
 BASELINE_DEVICES = 200
 # Devices per lab process: each device is a socket, and a process's open-file limit (the
 # hard limit here is 20,000) caps them; bigger fleets run as several labs.
@@ -291,6 +291,7 @@ async def bench(args: argparse.Namespace, url: str, scratch: Path) -> dict[str, 
                 figures[name] = value
             for key, value in bare.items():
                 baseline[f"{key}{suffix}"] = value
+            shared_gufo().close()  # this size's sessions: sockets, and their ports
             with contextlib.suppress(OSError):
                 shutil.rmtree(folder)
         return figures, baseline
