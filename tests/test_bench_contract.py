@@ -86,6 +86,12 @@ REQUIRED = {
         },
         "ratio": {"cpu_ms_per_device_poll", "cpu_ms_per_value"},
     },
+    "store_path": {
+        # the whole path after collection against a bare COPY of the same rows
+        "figures": {"cpu_ms_per_poll", "samples_per_poll", "pipeline_ms", "feed_ms"},
+        "baseline": {"cpu_ms_per_poll"},
+        "ratio": {"cpu_ms_per_poll"},
+    },
     "query": {
         "figures": {
             "last_p50_ms",
