@@ -423,11 +423,22 @@ async def test_two_writers_resolve_the_same_new_series_concurrently(db, settings
 async def test_two_writers_storing_the_same_rows_in_opposite_orders(db, settings, conn, tmp_path):
     """Both COPY the same new rows, one in reverse: whichever waits for the other may be
     chosen as a deadlock victim; it must retry, not fail the write."""
+    # What is tested is the deadlock retry: each retry waits out PostgreSQL's 1 s
+    # deadlock_timeout, and on a loaded 2-core machine a write could pass the 5 s write
+    # deadline and be spooled (lost by nobody, but not what this test looks at; the
+    # deadline has its own tests in tests/test_frozen_database.py).
+    patient = {"write_deadline": "60s"}
+    mine = load_settings(
+        None, data_dir=tmp_path / "mine", database=settings.database.model_dump(), writer=patient
+    )
     other_settings = load_settings(
-        None, data_dir=tmp_path / "other", database=settings.database.model_dump()
+        None,
+        data_dir=tmp_path / "other",
+        database=settings.database.model_dump(),
+        writer=patient,
     )
     keys = [SeriesKey.of("edge9", "ifHCInOctets", {"ifName": f"ge-{i}"}) for i in range(2000)]
-    async with SampleWriter(db, settings) as w1, SampleWriter(db, other_settings) as w2:
+    async with SampleWriter(db, mine) as w1, SampleWriter(db, other_settings) as w2:
         await w1.write([Sample(k, BASE, 0) for k in keys])  # series and partition exist
         await w2.write([Sample(k, BASE, 0) for k in keys])
         everything = []
