@@ -50,6 +50,8 @@ from types import TracebackType
 
 import pytest
 
+from tests.peer_check import missing_peer
+
 __all__ = [
     "NETCONFD",
     "NETCONF_SUBSYSTEM",
@@ -107,7 +109,7 @@ def _require(*files: tuple[Path, str]) -> None:
     for path, package in files:
         usable = path.is_file() if path.suffix == ".so" else os.access(path, os.X_OK)
         if not usable:
-            pytest.skip(f"{path} is not installed (Debian package {package}; .ci/run installs it)")
+            missing_peer(f"{path} is not installed (Debian package {package}; .ci/run installs it)")
 
 
 def require_sshd() -> None:

@@ -37,6 +37,8 @@ from typing import NamedTuple
 
 import pytest
 
+from tests.peer_check import missing_peer
+
 __all__ = [
     "DEFAULT_ENGINE_ID",
     "NET_SNMP_AUTH",
@@ -141,7 +143,7 @@ def require_net_snmp() -> None:
     """Skip the calling test when Net-SNMP's snmpd or snmpget is missing."""
     for tool, package in ((SNMPD, "snmpd"), (SNMPGET, "snmp")):
         if not os.access(tool, os.X_OK):
-            pytest.skip(f"{tool} is not installed (Debian package {package}; .ci/run installs it)")
+            missing_peer(f"{tool} is not installed (Debian package {package}; .ci/run installs it)")
 
 
 class Snmpd:

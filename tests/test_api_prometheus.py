@@ -36,6 +36,7 @@ from netmon.store.batcher import Batcher
 from netmon.store.database import Database
 from netmon.store.tokens import create_token
 from netmon.store.writer import SampleWriter, WriterStats
+from tests.peer_check import missing_peer
 from tests.poller_helpers import eventually, fast_inventory, running_poller
 
 PROMTOOL = shutil.which("promtool")
@@ -54,7 +55,7 @@ async def running_alerts(settings: Settings, db: Database) -> AsyncIterator[Aler
 def promtool_check(page: bytes) -> None:
     """``promtool check metrics``: format errors and lint problems alike fail the test."""
     if PROMTOOL is None:
-        pytest.skip("promtool is not installed (Debian: apt-get install prometheus; .ci/run does)")
+        missing_peer("promtool is not installed (Debian: apt-get install prometheus; .ci/run does)")
     out = subprocess.run(
         [PROMTOOL, "check", "metrics"], input=page, capture_output=True, timeout=60, check=False
     )

@@ -25,6 +25,7 @@ from netmon.config import load_settings
 from netmon.errors import DatabaseUnavailableError
 from netmon.store.database import Database
 from tests.certs import certificate, new_key
+from tests.peer_check import missing_peer
 
 pytestmark = pytest.mark.slow
 
@@ -61,7 +62,7 @@ def _pg_bin() -> Path | None:
 def tls_server() -> Iterator[TlsServer]:
     bin_dir = _pg_bin()
     if bin_dir is None:
-        pytest.skip("no PostgreSQL server binaries in /usr/lib/postgresql")
+        missing_peer("no PostgreSQL server binaries in /usr/lib/postgresql")
     owner = pwd.getpwnam("postgres") if os.geteuid() == 0 else None
 
     def pg(*args: str) -> None:
