@@ -8,18 +8,24 @@ cannot vouch for gives no rate at all, never a wrong one. A reboot (sysUpTime go
 backwards) is also a ``device.rebooted`` event.
 
 Records arrive task by task (``StoreProcessor``), so counters may come without the
-sysUpTime the ``system`` task read a moment before: the device's last reading, advanced by
-the clock, stands in for it (up to ``UPTIME_REUSE_S``).
+sysUpTime the ``system`` task read a moment before: the device's last reading stands in
+for it (up to ``UPTIME_REUSE_S``). Each reading goes to the calculator with its own time,
+and the reboot check compares two readings' advance with their own times' advance, so a
+counter walk delayed long after the sysUpTime read (CPU starvation) is no reboot.
+
+After a restart, :meth:`IngestPipeline.seed` starts the state from what the store holds
+(``netmon.ingest.seed``): the first poll then gives rates, and a reboot during the
+restart is still a reboot.
 
 Not thread-safe: the poller calls it from its event loop only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 
-from netmon.ingest.rates import RateCalculator, octet_rate_cap
+from netmon.ingest.rates import RateCalculator, RateSeed, octet_rate_cap
 from netmon.records import DeviceEvent, Record, Sample, SeriesKey
 
 __all__ = ["IngestPipeline"]
@@ -43,6 +49,7 @@ class IngestPipeline:
     def process(self, device: str, records: Sequence[Record]) -> list[Record]:
         """The poll's records followed by the rates and events derived from them."""
         uptime: float | None = None
+        uptime_time: datetime | None = None
         speeds: dict[tuple[tuple[str, str], ...], float] = {}
         discontinuities: dict[tuple[tuple[str, str], ...], int] = {}
         for r in records:
@@ -50,18 +57,22 @@ class IngestPipeline:
                 metric = r.series.metric
                 if metric == "sysUpTime":
                     uptime = float(r.value)
+                    uptime_time = r.time
                 elif metric == "ifSpeed":
                     speeds[r.series.labels] = float(r.value)
                 elif metric == "ifCounterDiscontinuityTime":
                     discontinuities[r.series.labels] = int(r.value)
         out = list(records)
-        if uptime is not None:
+        ticks: int | None = None
+        read_at: datetime | None = None
+        if uptime is not None and uptime_time is not None:
             out.extend(self._reboot(device, uptime, records))
-            when = next(r.time for r in records if isinstance(r, Sample))
-            self._uptime_at[device] = (uptime, when)
-            ticks: int | None = int(uptime * 100) % UPTIME_MODULUS
+            self._uptime_at[device] = (uptime, uptime_time)
+            ticks, read_at = int(uptime * 100) % UPTIME_MODULUS, uptime_time
         else:
-            ticks = self._ticks_from_earlier(device, records)
+            earlier = self._reading_from_earlier(device, records)
+            if earlier is not None:
+                ticks, read_at = earlier
         for r in records:
             if not isinstance(r, Sample) or r.series.kind != "counter":
                 continue
@@ -76,6 +87,7 @@ class IngestPipeline:
                     discontinuities.get(key.labels),
                     key.bits,
                     _cap(key.unit, speed) if speed else None,
+                    read_at,
                 )
             except (TypeError, ValueError):
                 # Not a counter value (a float, a negative number, too wide): no rate; the
@@ -85,12 +97,14 @@ class IngestPipeline:
                 out.append(Sample(self._rate_key(key), r.time, rate))
         return out
 
-    def _ticks_from_earlier(self, device: str, records: Sequence[Record]) -> int | None:
+    def _reading_from_earlier(
+        self, device: str, records: Sequence[Record]
+    ) -> tuple[int, datetime] | None:
         """sysUpTime for counters that came without it: the poller (and a script) hand
         each task's records over separately, and ``system`` reads sysUpTime while
-        ``interfaces`` reads the counters. The device's last reading, advanced by the
-        clock, if it is recent: as good as one read in the same poll, and a restart in
-        between still shows, as the counters' next interval measured from a new uptime."""
+        ``interfaces`` reads the counters. The device's last reading and its own time, if
+        recent: the reboot check compares readings by their own times, so it is as good
+        as one read in the same poll."""
         seen = self._uptime_at.get(device)
         if seen is None:
             return None
@@ -100,7 +114,19 @@ class IngestPipeline:
         age = (when - seen[1]).total_seconds()
         if not 0 <= age <= UPTIME_REUSE_S:
             return None
-        return int((seen[0] + age) * 100) % UPTIME_MODULUS
+        return int(seen[0] * 100) % UPTIME_MODULUS, seen[1]
+
+    def seed(
+        self, counters: Iterable[RateSeed], uptimes: Mapping[str, tuple[float, datetime]]
+    ) -> int:
+        """Start from stored state after a restart: each device's last sysUpTime (seconds,
+        read at) for the reboot event and check, and each counter's last raw value (with
+        that reading; see ``netmon.ingest.seed``). State already held wins. Returns how
+        many counters were seeded."""
+        for device, reading in uptimes.items():
+            self._uptime.setdefault(device, reading[0])
+            self._uptime_at.setdefault(device, reading)
+        return self.rates.seed(counters)
 
     def _reboot(self, device: str, uptime: float, records: Sequence[Record]) -> list[DeviceEvent]:
         previous = self._uptime.get(device)
