@@ -1,7 +1,9 @@
 """The poller with everything around it: inventory, devices table, poll health, facts.
 
 Used by ``netmon run`` and ``netmon poller``. ``reload()`` (SIGHUP) re-reads the
-inventory; a broken inventory on reload is logged and the running one kept.
+inventory; a broken inventory on reload is logged and the running one kept. At start the
+rate state is seeded from the store (``netmon.ingest.seed``), so the first poll after a
+restart gives rates; with the database away, the poller starts without (logged once).
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from nornir.core import Nornir
@@ -17,6 +19,7 @@ from nornir.core import Nornir
 from netmon.config import Settings
 from netmon.errors import ConfigError
 from netmon.ingest.processor import StoreProcessor
+from netmon.ingest.seed import load_rate_seeds
 from netmon.logs import get_logger
 from netmon.netconf.hosts import forget_netconf_targets
 from netmon.netconf.shared import (
@@ -42,6 +45,10 @@ __all__ = ["PollerService", "ReloadResult"]
 
 log = get_logger(__name__)
 FLUSH_INTERVAL_S = 1.0
+# Rate seeds: the newest values within two intervals and this margin; the query may take
+# at most SEED_TIMEOUT_S (the first polls wait for it).
+SEED_MARGIN = timedelta(seconds=30)
+SEED_TIMEOUT_S = 20.0
 
 
 @dataclass(frozen=True)
@@ -89,6 +96,7 @@ class PollerService:
         nr, plans = await asyncio.to_thread(self._load)
         await sync_devices(self.db, [p.info for p in plans])
         await self.health.load()
+        await self._seed_rates(plans)
         self.configs.start()
         self.poller = Poller(
             nr,
@@ -100,6 +108,29 @@ class PollerService:
         self.poller.start()
         self._flusher = asyncio.create_task(self._flush_loop(), name="netmon-poll-health")
         log.info("poller started", devices=len(plans), inventory=str(self.inventory))
+
+    async def _seed_rates(self, plans: list[PollPlan]) -> None:
+        """The rate state from the store: the last counter values and sysUpTime of the
+        inventory's devices (one query). Without the database, no seeds: the first poll
+        then starts the rates, as a first poll always did."""
+        if not plans:
+            return
+        lookback = 2 * max(p.interval for p in plans) + SEED_MARGIN
+        started = asyncio.get_running_loop().time()
+        try:
+            async with asyncio.timeout(SEED_TIMEOUT_S):
+                async with self.db.pool.acquire() as conn:
+                    seeds = await load_rate_seeds(conn, [p.name for p in plans], lookback)
+        except Exception as exc:
+            log.warning("rate state not read from the store; rates start anew", error=str(exc))
+            return
+        taken = self.processor.pipeline.seed(seeds.counters, seeds.uptimes)
+        log.info(
+            "rate state seeded from the store",
+            counters=taken,
+            devices=len(seeds.uptimes),
+            ms=round((asyncio.get_running_loop().time() - started) * 1000),
+        )
 
     async def reload(self) -> ReloadResult:
         """Re-read the inventory; a broken one is reported and the running one kept."""
