@@ -187,11 +187,13 @@ def poller(lab: LabOption = None, lab_devices: LabDevicesOption = None) -> None:
 def _register_groups() -> None:
     from netmon.cli.alerts import alerts_app
     from netmon.cli.api import token_app
+    from netmon.cli.chaos import chaos_app
     from netmon.cli.configs import configs_app
     from netmon.cli.db import db_app
     from netmon.cli.lab import app as lab_app
 
     app.add_typer(alerts_app, name="alerts")
+    app.add_typer(chaos_app, name="chaos")
     app.add_typer(configs_app, name="configs")
     app.add_typer(db_app, name="db")
     app.add_typer(lab_app, name="lab")

@@ -1,0 +1,1 @@
+"""netmon's Chaos Toolkit experiments (the YAML files here), installed as netmon.chaos.experiments."""

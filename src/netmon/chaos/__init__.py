@@ -1,0 +1,1 @@
+"""Chaos experiments against netmon: fault tools, the Chaos Toolkit extension, the judge."""
