@@ -6,15 +6,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
 import pytest
+import typer
 
 from netmon.chaos.relay import RelaySpec, TcpRelay, UdpRelay, relay_request, serve_relays
+from netmon.cli.chaos_relay import parse_tcp, parse_udp
 
 DELAY = 0.2
 
@@ -360,3 +365,51 @@ async def test_udp_many_routes(udp_echo: int) -> None:
                 assert await _round_trip(client, p, b"far") < 1.0
     finally:
         await relay.close()
+
+
+def test_cli_parses_ranges() -> None:
+    assert parse_udp("31001-31003=127.0.0.1:16101") == {
+        31001: ("127.0.0.1", 16101),
+        31002: ("127.0.0.1", 16102),
+        31003: ("127.0.0.1", 16103),
+    }
+    assert parse_udp("40000=::1:161") == {40000: ("::1", 161)}
+    assert parse_tcp("25432=127.0.0.1:5432") == (("127.0.0.1", 25432), ("127.0.0.1", 5432))
+    for bad in ("31003-31001=h:1", "1-10=h:65530", "31001-31003", "x=h:1"):
+        with pytest.raises(typer.BadParameter):
+            parse_udp(bad)
+    with pytest.raises(typer.BadParameter):
+        parse_tcp("25432=5432")
+
+
+def test_cli_process_serves_until_sigterm(tcp_port_free: int, tmp_path: Path) -> None:
+    control = tmp_path / "relay.sock"
+    udp = _free_udp_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "netmon", "chaos", "relay", "--control", str(control),
+         "--udp", f"{udp}-{udp}=127.0.0.1:9", "--tcp", f"{tcp_port_free}=127.0.0.1:5432",
+         "--delay", "0.25"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while not control.exists():
+            assert proc.poll() is None, proc.communicate()[0].decode()
+            assert time.monotonic() < deadline, "the relay did not start"
+            time.sleep(0.1)
+        assert relay_request(control, "status")["delay"] == 0.25
+        assert relay_request(control, "freeze")["state"] == "frozen"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture
+def tcp_port_free() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port

@@ -45,22 +45,42 @@ def parse_tcp(text: str) -> tuple[tuple[str, int], tuple[str, int]]:
 
 
 def relay(
-    control: Annotated[Path, typer.Option(help="Unix socket that takes the relay's commands.")],
+    control: Annotated[
+        Path, typer.Option(metavar="PATH", help="Unix socket that takes the relay's commands.")
+    ],
     udp: Annotated[
         list[str] | None,
-        typer.Option(help="FIRST-LAST=HOST:FIRST_TARGET: UDP ports onto a target range."),
+        typer.Option(
+            metavar="FIRST-LAST=HOST:TARGET_FIRST",
+            help="UDP ports FIRST..LAST on 127.0.0.1 onto as many ports of HOST from "
+            "TARGET_FIRST (a single PORT=HOST:PORT too). Repeatable.",
+        ),
     ] = None,
     tcp: Annotated[
-        list[str] | None, typer.Option(help="PORT=HOST:PORT: a TCP port onto a target.")
+        list[str] | None,
+        typer.Option(
+            metavar="PORT=HOST:PORT",
+            help="TCP port PORT on 127.0.0.1 onto HOST:PORT. Repeatable.",
+        ),
     ] = None,
-    delay: Annotated[float, typer.Option(help="Initial delay each way, in seconds.")] = 0.0,
+    delay: Annotated[
+        float, typer.Option(metavar="SECONDS", min=0, help="Initial delay each way.")
+    ] = 0.0,
 ) -> None:
     """Relay UDP and TCP traffic with a delay, a cut or a freeze, for chaos experiments
     (this kernel has no netem). Runs until SIGTERM or Ctrl-C.
 
-    The control socket takes one JSON object per line: {"op": "set_delay", "seconds":
-    0.5}, {"op": "cut"} (the target looks gone), {"op": "freeze"} (it hangs), {"op":
-    "restore"}, {"op": "status"}.
+    The control socket takes one JSON object per line and answers each with the state:
+
+      {"op": "set_delay", "seconds": 0.5}   hold data 0.5 s each way
+
+      {"op": "cut"}                          the target looks gone
+
+      {"op": "freeze"}                       the target hangs
+
+      {"op": "restore"}                      forward again
+
+      {"op": "status"}
 
     Examples:
 
