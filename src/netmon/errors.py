@@ -90,7 +90,9 @@ __all__ = [
     "SnmpError",
     "SnmpMalformedReplyError",
     "SnmpNoSuchError",
+    "SnmpOverloadError",
     "SnmpSecurityError",
+    "SnmpSlowError",
     "SnmpTimeoutError",
     "SnmpUnknownUserError",
     "SnmpWrongDigestError",
@@ -179,6 +181,20 @@ class SnmpTimeoutError(SnmpError, TimeoutError):
     unreachable."""
 
     error_class = "timeout"
+
+
+class SnmpOverloadError(SnmpTimeoutError):
+    """A request timed out because netmon's own SNMP engine was starved (CPU), not because
+    the device did not answer. Does not make the device unreachable."""
+
+    error_class = "overload"
+
+
+class SnmpSlowError(SnmpTimeoutError):
+    """The device answers, but after the timeout: its answers arrive late. Does not make
+    the device unreachable; raise ``snmp.timeout``."""
+
+    error_class = "slow"
 
 
 class SnmpSecurityError(SnmpError, PermissionError):

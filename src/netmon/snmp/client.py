@@ -25,9 +25,10 @@ import functools
 import hashlib
 import socket
 import threading
+import time
 from collections import Counter
 from collections.abc import Coroutine, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from pysnmp.carrier.asyncio.dgram import udp
@@ -42,13 +43,15 @@ from netmon.errors import (
     SnmpDecryptionError,
     SnmpError,
     SnmpMalformedReplyError,
+    SnmpOverloadError,
     SnmpSecurityError,
     SnmpTimeoutError,
     SnmpUnknownUserError,
     SnmpWrongDigestError,
 )
 from netmon.snmp.credentials import SnmpCredentials
-from netmon.snmp.failures import failure
+from netmon.snmp.failures import failure, overload, slow
+from netmon.snmp.lateness import LagMonitor, is_overload
 from netmon.snmp.oids import Oid, name_of
 from netmon.snmp.target import SnmpTarget
 from netmon.snmp.usm import AUTH_PROTOCOLS, PRIV_PROTOCOLS
@@ -86,6 +89,10 @@ _INDICATIONS: dict[type[errind.ErrorIndication], type[SnmpError]] = {
 }
 RECEIVE_BUFFER = 4 << 20  # capped by net.core.rmem_max; the kernel doubles it
 _MAX_WALK_REQUESTS = 10_000  # a walk that needs more is an agent that loops
+OVERLOAD_RETRIES = 2  # requests retried when the client's loop, not the device, was late
+SLOW_FACTOR = 2.0  # a device that timed out is asked once more with this much longer
+PROBE_BACKOFF = 600.0  # seconds: a device that did not answer that either is not asked so
+SLOW_MEMORY = 60.0  # seconds a late answer marks a device as slow rather than down
 
 
 @dataclass(slots=True)
@@ -94,6 +101,20 @@ class _Reply:
     status: int
     index: int
     varbinds: Sequence[tuple[Any, Any]]
+    garbage_before: int = 0  # datagrams from the agent that failed, before the request
+
+
+def _deadline(target: SnmpTarget) -> float:
+    """How long a thread waits for one request: its tries, and the longer wait after."""
+    c = target.credentials
+    return target.request_deadline + c.timeout.total_seconds() * (c.retries + 1) * SLOW_FACTOR
+
+
+def _longer(target: SnmpTarget) -> SnmpTarget:
+    """``target`` with ``SLOW_FACTOR`` times its timeout and no retries: one long wait."""
+    c = target.credentials
+    timeout = c.timeout * (SLOW_FACTOR * (c.retries + 1))
+    return replace(target, credentials=replace(c, timeout=timeout, retries=0))
 
 
 class SnmpClient:
@@ -120,6 +141,11 @@ class SnmpClient:
         self._bulk = cmdgen.BulkCommandGeneratorSingleRun()
         self.stats: Counter[str] = Counter()
         self.receive_buffer = 0
+        self.lag = LagMonitor()  # heartbeat on the client's loop: how late the loop runs
+        self._lag_task: asyncio.Task[None] | None = None
+        self._late: dict[str, tuple[float, float]] = {}  # device -> (when, round trip)
+        self._probe_failed: dict[str, float] = {}  # device -> when a longer wait failed
+        self._stretched: set[str] = set()  # devices asked with the longer timeout
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -165,6 +191,7 @@ class SnmpClient:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
         self.receive_buffer = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
         self._watch_for_garbage()
+        self._lag_task = asyncio.get_running_loop().create_task(self.lag.run())
 
     def close(self) -> None:
         with self._lock:
@@ -174,6 +201,8 @@ class SnmpClient:
             self._thread = None
 
         async def shut() -> None:
+            if self._lag_task is not None:
+                self._lag_task.cancel()
             self._engine.close_dispatcher()
 
         asyncio.run_coroutine_threadsafe(shut(), loop).result(timeout=10)
@@ -195,17 +224,30 @@ class SnmpClient:
         if self._loop is None:
             self.start()
         assert self._loop is not None
+        mark = self.lag.mark()
         future = asyncio.run_coroutine_threadsafe(coro, self._loop)
         done, _ = concurrent.futures.wait([future], timeout=deadline)
         if not done:
+            lag = self.lag.lag_since(mark)
+            if is_overload(lag, deadline / 4):
+                # The loop itself ran late: give it the time it lost, once, to finish.
+                done, _ = concurrent.futures.wait([future], timeout=lag)
+                lag = self.lag.lag_since(mark)
+        if not done:
             # (not ``except TimeoutError``: SnmpTimeoutError from the coroutine is one too)
             future.cancel()
+            if is_overload(lag, deadline / 4):
+                self.stats["overload"] += 1
+                raise SnmpOverloadError(
+                    f"netmon's SNMP engine was starved (CPU): its loop could not run for "
+                    f"{lag:.2f} s of the {deadline:g} s the request had"
+                )
             raise SnmpTimeoutError("the SNMP engine did not finish the request in time")
         return future.result()
 
     def get(self, target: SnmpTarget, oids: Sequence[Oid]) -> list[VarBind]:
         """GET: one value (or a :class:`Missing` marker) per OID, in order."""
-        return self.submit(self.aget(target, oids), target.request_deadline)
+        return self.submit(self.aget(target, oids), _deadline(target))
 
     def get_bulk(
         self,
@@ -219,7 +261,7 @@ class SnmpClient:
         coro = self.aget_bulk(
             target, oids, non_repeaters=non_repeaters, max_repetitions=max_repetitions
         )
-        return self.submit(coro, target.request_deadline)
+        return self.submit(coro, _deadline(target))
 
     def walk(
         self, target: SnmpTarget, columns: Sequence[Oid], *, max_repetitions: int | None = None
@@ -289,6 +331,53 @@ class SnmpClient:
     async def _request(
         self, target: SnmpTarget, oids: Sequence[Oid], bulk: tuple[int, int] | None
     ) -> _Reply:
+        """One request and its failure as a netmon error.
+
+        A timeout while the client's loop could not run (:mod:`netmon.snmp.lateness`) is
+        retried (bounded) and, if it stays ours, is an overload. A timeout of a device is
+        tried once more with ``SLOW_FACTOR`` times the timeout: an answer then is a late
+        answer (the device is slow, not down), and the device keeps the longer timeout.
+        """
+        asked = target
+        device = target.device
+        if device in self._stretched:
+            target = _longer(target)
+        starved_retries = OVERLOAD_RETRIES
+        while True:
+            mark = self.lag.mark()
+            reply = await self._attempt(target, oids, bulk)
+            if not isinstance(reply.indication, errind.RequestTimedOut):
+                break
+            lag = self.lag.lag_since(mark)
+            timeout = target.credentials.timeout.total_seconds()
+            if not is_overload(lag, timeout):
+                break
+            if starved_retries == 0:
+                self.stats["overload"] += 1
+                raise overload(asked, lag)
+            starved_retries -= 1
+            self.stats["overload_retries"] += 1
+        if isinstance(reply.indication, errind.RequestTimedOut) and target is asked:
+            reply = await self._late_answer(asked, oids, bulk, reply)
+        elif isinstance(reply.indication, errind.RequestTimedOut):
+            self._stretched.discard(device)  # timed out with the longer timeout too
+            self._probe_failed[device] = asyncio.get_running_loop().time()
+            self._raise_if_slow(asked)
+        agent = (target.address, target.credentials.port)
+        if reply.indication is not None:
+            if isinstance(reply.indication, errind.RequestTimedOut):
+                # An agent that is not the engine we remember may drop our requests or
+                # answer with reports pysnmp discards; the next request discovers anew.
+                self._forget_engine_id(agent)
+            garbage = self._garbage.get(agent, 0) > reply.garbage_before
+            raise self._error(asked, reply.indication, garbage)
+        if reply.status:
+            raise self._status_error(asked, reply, oids)
+        return reply
+
+    async def _attempt(
+        self, target: SnmpTarget, oids: Sequence[Oid], bulk: tuple[int, int] | None
+    ) -> _Reply:
         c = target.credentials
         agent = (target.address, c.port)
         garbage_before = self._garbage.get(agent, 0)
@@ -300,15 +389,35 @@ class SnmpClient:
             # poll would fail until then: forget it and discover again, once.
             self._forget_engine_id(agent)
             reply = await self._exchange(target, agent, oids, bulk)
-        if reply.indication is not None:
-            if isinstance(reply.indication, errind.RequestTimedOut):
-                # An agent that is not the engine we remember may drop our requests or
-                # answer with reports pysnmp discards; the next request discovers anew.
-                self._forget_engine_id(agent)
-            garbage = self._garbage.get(agent, 0) > garbage_before
-            raise self._error(target, reply.indication, garbage)
-        if reply.status:
-            raise self._status_error(target, reply, oids)
+        reply.garbage_before = garbage_before
+        return reply
+
+    async def _late_answer(
+        self,
+        target: SnmpTarget,
+        oids: Sequence[Oid],
+        bulk: tuple[int, int] | None,
+        timed_out: _Reply,
+    ) -> _Reply:
+        """After a timeout: ask once more with the longer timeout. Its answer, if any, is
+        a late answer; no answer is a timeout, or slow if late answers came lately."""
+        device = target.device
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        failed_at = self._probe_failed.get(device)
+        if failed_at is not None and now - failed_at < PROBE_BACKOFF:
+            return timed_out  # a down device does not pay the longer wait every poll
+        started = time.monotonic()
+        reply = await self._attempt(_longer(target), oids, bulk)
+        if isinstance(reply.indication, errind.RequestTimedOut):
+            self._probe_failed[device] = now
+            self._raise_if_slow(target)
+            return timed_out
+        round_trip = time.monotonic() - started
+        self._probe_failed.pop(device, None)
+        self._late[device] = (now, round_trip)
+        self._stretched.add(device)
+        self.stats["late_answers"] += 1
         return reply
 
     async def _exchange(
@@ -394,6 +503,13 @@ class SnmpClient:
         except Exception as exc:  # pysnmp raises its own errors for local failures
             raise SnmpError(f"{target.device}: cannot send request: {exc}") from exc
         return await future
+
+    def _raise_if_slow(self, target: SnmpTarget) -> None:
+        """A timeout of a device whose late answers came lately: it is slow, not down."""
+        seen = self._late.get(target.device)
+        if seen is not None and asyncio.get_running_loop().time() - seen[0] < SLOW_MEMORY:
+            self.stats["slow"] += 1
+            raise slow(target, seen[1])
 
     def _error(self, target: SnmpTarget, indication: Any, garbage: bool) -> SnmpError:
         cls = _INDICATIONS.get(type(indication), SnmpError)

@@ -11,14 +11,35 @@ from netmon.errors import (
     SnmpDecryptionError,
     SnmpError,
     SnmpMalformedReplyError,
+    SnmpOverloadError,
     SnmpSecurityError,
+    SnmpSlowError,
     SnmpTimeoutError,
     SnmpUnknownUserError,
     SnmpWrongDigestError,
 )
 from netmon.snmp.target import SnmpTarget
 
-__all__ = ["failure"]
+__all__ = ["failure", "overload", "slow"]
+
+
+def overload(target: SnmpTarget, lag: float) -> SnmpOverloadError:
+    """The request timed out while netmon's own engine could not run for ``lag`` s."""
+    timeout = target.credentials.timeout.total_seconds()
+    return SnmpOverloadError(
+        f"{target.device}: netmon's SNMP engine was starved (CPU): it could not run for "
+        f"{lag:.2f} s of the {timeout:g} s timeout, so the answer was not read in time; "
+        "the device itself may well have answered (not counted as unreachable)"
+    )
+
+
+def slow(target: SnmpTarget, round_trip: float) -> SnmpSlowError:
+    """The device answers, but after the timeout."""
+    timeout = target.credentials.timeout.total_seconds()
+    return SnmpSlowError(
+        f"{target.device}: answers arrive after the timeout of {timeout:g} s (typical round "
+        f"trip {round_trip:.2f} s): raise snmp.timeout"
+    )
 
 
 def _timeout(t: SnmpTarget) -> str:

@@ -71,7 +71,8 @@ from netmon.errors import (
     SnmpTimeoutError,
 )
 from netmon.logs import get_logger
-from netmon.snmp.failures import failure
+from netmon.snmp.failures import failure, overload, slow
+from netmon.snmp.lateness import LagMonitor, is_overload
 from netmon.snmp.oids import SMI_TYPES, Oid, name_of, parse_oid, smi_type
 from netmon.snmp.target import SnmpTarget
 from netmon.snmp.values import Missing, VarBind
@@ -98,6 +99,10 @@ REFRESH_AFTER = 120.0  # seconds idle; the agent's time window is 150 s (RFC 341
 FD_RESERVE = 1024  # descriptors left for the database, SSH, NETCONF and the API
 MAX_BULK = 64  # repetitions in one GETBULK: about 2 KB answers, under one MTU-sized PDU
 _MAX_WALK_REQUESTS = 10_000  # a walk that needs more is an agent that loops
+OVERLOAD_RETRIES = 2  # requests retried when this process, not the device, was late
+SLOW_FACTOR = 2.0  # a device that timed out is asked once more with this much longer
+PROBE_BACKOFF = 600.0  # seconds: a device that did not answer that either is not asked so
+SLOW_MEMORY = 60.0  # seconds a late answer marks a device as slow rather than down
 _MISSING = VarBind((), Missing.NO_SUCH_INSTANCE, "noSuchInstance")
 
 
@@ -179,6 +184,7 @@ class GufoEngine:
         refresh_after: float = REFRESH_AFTER,
         diagnose: Callable[[SnmpTarget], SnmpError | None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        lag: LagMonitor | None = None,
     ) -> None:
         self.max_sessions = max_sessions if max_sessions is not None else _fd_budget()
         self.refresh_after = refresh_after
@@ -188,6 +194,9 @@ class GufoEngine:
         self._max_bulk: dict[str, int] = {}  # device -> repetitions its answers allow
         self._lock = threading.Lock()
         self.stats: Counter[str] = Counter()
+        self.lag = lag if lag is not None else _process_lag()
+        self._late: dict[str, tuple[float, float]] = {}  # device -> (when, round trip)
+        self._probe_failed: dict[str, float] = {}  # device -> when a longer wait failed
 
     # -- the engine interface --------------------------------------------------------
 
@@ -355,12 +364,21 @@ class GufoEngine:
 
     def _call(self, target: SnmpTarget, fn: Callable[[SnmpSession], T]) -> T:
         """``fn`` on the device's session, with retries on timeout and one new session
-        on a USM refusal; every failure leaves as a netmon error."""
+        on a USM refusal; every failure leaves as a netmon error.
+
+        A timeout while this process could not run (:mod:`netmon.snmp.lateness`) is
+        retried (bounded) and, if it stays ours, is an overload, not the device's fault.
+        A timeout of a device that answered before is tried once more with twice the
+        timeout: an answer then is a late answer (the device is slow, not down).
+        """
         c = target.credentials
+        timeout = c.timeout.total_seconds()
         with self._session(target) as entry:
             attempts = c.retries + 1
+            starved_retries = OVERLOAD_RETRIES
             renewed = False
             while True:
+                mark = self.lag.mark()
                 try:
                     session = self._ready(target, entry)
                     result = fn(session)
@@ -370,11 +388,25 @@ class GufoEngine:
                 except NoSuchInstance:
                     raise failure(SnmpMalformedReplyError, target, "noSuchInstance") from None
                 except (TimeoutError, BlockingIOError) as exc:
-                    attempts -= 1
                     self.stats["timeouts"] += 1
-                    if attempts > 0 and "refused" not in str(exc):
+                    lag = self.lag.lag_since(mark)
+                    refused = "refused" in str(exc)
+                    if not refused and is_overload(lag, timeout):
+                        if starved_retries > 0:
+                            starved_retries -= 1
+                            self.stats["overload_retries"] += 1
+                            continue
+                        entry.session = None
+                        self.stats["overload"] += 1
+                        raise overload(target, lag) from None
+                    attempts -= 1
+                    if attempts > 0 and not refused:
                         continue
                     entry.session = None  # the next poll discovers the agent anew
+                    if not refused:
+                        found = self._late_answer(target, entry, fn)
+                        if found is not None:
+                            return found[0]
                     raise failure(SnmpTimeoutError, target) from None
                 except SnmpAuthError:
                     entry.session = None
@@ -393,6 +425,44 @@ class GufoEngine:
                     entry.session = None
                     raise SnmpError(f"{target.device}: cannot send the request: {exc}") from None
 
+    def _late_answer(
+        self, target: SnmpTarget, entry: _Session, fn: Callable[[SnmpSession], T]
+    ) -> tuple[T] | None:
+        """After the last timeout: ask once more with ``SLOW_FACTOR`` times the timeout.
+        An answer is a late answer; the longer session is kept for the device. None: no
+        answer (the device is down), unless late answers were seen lately: then it is
+        slow (:class:`SnmpSlowError`)."""
+        device = target.device
+        now = self._clock()
+        failed_at = self._probe_failed.get(device)
+        if failed_at is not None and now - failed_at < PROBE_BACKOFF:
+            return None  # a down device does not pay the longer wait every poll
+        timeout = target.credentials.timeout.total_seconds() * SLOW_FACTOR
+        started = time.monotonic()
+        try:
+            session = self._open(target, timeout)
+            result = fn(session)
+        except (TimeoutError, BlockingIOError, SnmpAuthError, GufoError, OSError):
+            self._probe_failed[device] = now
+            seen = self._late.get(device)
+            if seen is not None and now - seen[0] < SLOW_MEMORY:
+                self.stats["slow"] += 1
+                raise slow(target, seen[1]) from None
+            return None
+        round_trip = time.monotonic() - started
+        self._probe_failed.pop(device, None)
+        self._late[device] = (now, round_trip)
+        self.stats["late_answers"] += 1
+        self.stats["requests"] += 1
+        entry.session, entry.last_used = session, self._clock()
+        log.warning(
+            "snmp.late_answer",
+            device=device,
+            timeout=target.credentials.timeout.total_seconds(),
+            round_trip=round(round_trip, 3),
+        )
+        return (result,)
+
     def _ready(self, target: SnmpTarget, entry: _Session) -> SnmpSession:
         session = entry.session
         if session is None:
@@ -404,9 +474,10 @@ class GufoEngine:
             self.stats["refreshes"] += 1
         return session
 
-    def _open(self, target: SnmpTarget) -> SnmpSession:
+    def _open(self, target: SnmpTarget, timeout: float | None = None) -> SnmpSession:
         c = target.credentials
-        timeout = c.timeout.total_seconds()
+        if timeout is None:
+            timeout = c.timeout.total_seconds()
         if c.version == "2c":
             session = SnmpSession(
                 addr=target.address, port=c.port, community=c.community, timeout=timeout
@@ -471,6 +542,19 @@ def _diagnose_with_pysnmp(target: SnmpTarget) -> SnmpError | None:
 
 _shared: GufoEngine | None = None
 _shared_lock = threading.Lock()
+_lag: LagMonitor | None = None
+_lag_lock = threading.Lock()
+
+
+def _process_lag() -> LagMonitor:
+    """One heartbeat thread for the process: gufo-snmp runs on the callers' threads, so
+    what starves it is starvation of the process."""
+    global _lag
+    with _lag_lock:
+        if _lag is None:
+            _lag = LagMonitor()
+            _lag.start_thread()
+        return _lag
 
 
 def shared_gufo() -> GufoEngine:
