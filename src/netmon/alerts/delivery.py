@@ -372,6 +372,20 @@ class Deliverer:
                 if not await self._record(conn, rec, hook, head, outcome):
                     return  # the head waits for its retry (or the webhook is disabled)
 
+    async def send_direct(
+        self, webhook_id: int, name: str, url: str, secret: str, message_id: str, payload: str
+    ) -> bool:
+        """One attempt at a message that is not in the outbox (the database is away):
+        signed and checked as an outbox delivery; True if the receiver took it."""
+        if self._client is None:
+            return False
+        outcome = await self._attempt(
+            _Webhook(webhook_id, name, url, secret), _Head(0, message_id, payload, 0)
+        )
+        if outcome.kind != "delivered":
+            log.warning("direct webhook attempt failed", webhook=name, error=outcome.error)
+        return outcome.kind == "delivered"
+
     async def _attempt(self, hook: _Webhook, head: _Head) -> _Outcome:
         self.stats.attempts += 1
         try:

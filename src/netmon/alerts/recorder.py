@@ -22,6 +22,7 @@ from time import perf_counter
 
 import asyncpg
 
+from netmon.alerts.direct import OutageNotifier, SpoolEntry
 from netmon.alerts.engine import OpenAlert, Transition
 from netmon.alerts.groups import flush_due, route
 from netmon.alerts.model import (
@@ -124,6 +125,7 @@ class AlertRecorder:
         *,
         external_url: str = "",
         on_outbox: Callable[[], None] | None = None,
+        direct: OutageNotifier | None = None,
     ) -> None:
         self.db = db
         self.settings = settings
@@ -143,6 +145,10 @@ class AlertRecorder:
         # Commits go through a connection of their own: a pool connection costs a reset
         # round trip at every release, on the path every alert takes.
         self._conn: asyncpg.Connection | None = None
+        # While the database is away: the on-disk outbox and direct delivery.
+        self.direct = direct
+        self._down = False
+        self._refreshed = 0.0
 
     @property
     def pending(self) -> int:
@@ -202,10 +208,70 @@ class AlertRecorder:
 
     # -- committing ----------------------------------------------------------------------
 
+    async def reconcile(self) -> int:
+        """Commit what the on-disk outbox holds, in order (at start and when the database
+        is back); the number of files done. Raises on a connection error."""
+        if self.direct is None:
+            return 0
+        async with self.direct.lock:
+            return await self._reconcile(self.direct)
+
+    async def _reconcile(self, direct: OutageNotifier) -> int:
+        done = 0
+        for entry in direct.entries():
+            try:
+                await self._commit(entry.transitions, spooled=entry)
+            except Exception as exc:
+                if is_connection_error(exc):
+                    await self._drop_connection()
+                    raise
+                self.stats.failed += len(entry.transitions)
+                log.exception("spooled alert changes dropped", file=entry.path.name)
+            direct.done(entry)
+            done += 1
+        return done
+
+    async def _database_up(self) -> None:
+        if self.direct is None:
+            return
+        if self._down:
+            self._down = False
+            await self.direct.database_up()
+        if perf_counter() - self._refreshed > 5.0:
+            try:
+                async with self.db.pool.acquire() as conn:
+                    await self.direct.refresh(conn)
+                self._refreshed = perf_counter()
+            except Exception as exc:
+                if not is_connection_error(exc):
+                    log.exception("webhook cache refresh failed")
+
+    async def _database_down(self) -> None:
+        """Hand what waits in memory to the on-disk outbox, which sends it directly."""
+        if self.direct is None:
+            return
+        self._down = True
+        self.direct.database_down()
+        if self._queue:
+            batch = list(self._queue)
+            if await self.direct.spool(batch):
+                del self._queue[: len(batch)]
+
     async def _commit_loop(self) -> None:
         retry = self.settings.writer.retry_interval.total_seconds()
         delay = retry
         while not self._closing:
+            if self.direct is not None and self.direct.pending:
+                try:
+                    await self.reconcile()
+                except Exception as exc:
+                    log.warning("alert changes wait for the database", error=str(exc))
+                    await self._database_down()
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+                    continue
+                await self._database_up()
+                delay = retry
             if not self._queue:
                 self._idle.set()
                 await self._wake.wait()
@@ -218,13 +284,15 @@ class AlertRecorder:
                 if is_connection_error(exc):
                     await self._drop_connection()
                     log.warning("alert changes wait for the database", error=str(exc))
+                    await self._database_down()
                     await asyncio.sleep(delay)
-                    delay = min(delay * 2, 30.0)
+                    delay = min(delay * 2, 5.0 if self.direct is not None else 30.0)
                     continue
                 log.exception("alert changes failed; committing them one by one")
                 await self._commit_each(batch)
             else:
                 delay = retry
+                await self._database_up()
             del self._queue[: len(batch)]
 
     async def _commit_each(self, batch: list[Transition]) -> None:
@@ -238,7 +306,9 @@ class AlertRecorder:
                 self.stats.failed += 1
                 log.exception("alert change dropped", fingerprint=t.fingerprint, event=t.event)
 
-    async def _commit(self, batch: Sequence[Transition]) -> None:
+    async def _commit(
+        self, batch: Sequence[Transition], *, spooled: SpoolEntry | None = None
+    ) -> None:
         now = datetime.now(UTC)
         conn = await self._connection()
         async with conn.transaction():
@@ -275,13 +345,17 @@ class AlertRecorder:
                     for t, i in changed
                 ],
             )
-            queued = await route(
-                conn,
-                list(views.values()),
-                now,
-                external_url=self.external_url,
-                retry_for=self.retry_for,
-            )
+            if spooled is not None and spooled.routed:
+                ids_of = {t.fingerprint: i for t, i in changed}
+                queued = await _record_direct(conn, spooled, ids_of, now, self.retry_for)
+            else:
+                queued = await route(
+                    conn,
+                    list(views.values()),
+                    now,
+                    external_url=self.external_url,
+                    retry_for=self.retry_for,
+                )
         done = perf_counter()
         self.stats.committed += len(changed)
         self.stats.queued_messages += queued
@@ -317,11 +391,58 @@ class AlertRecorder:
             except Exception as exc:
                 if not is_connection_error(exc):
                     log.exception("alert group flush failed; will retry")
+                elif self.direct is not None:
+                    self._down = True
+                    self.direct.database_down()
                 continue
+            if self.direct is not None:
+                if self.direct.pending:
+                    self._wake.set()  # the commit loop reconciles the on-disk outbox
+                else:
+                    await self._database_up()
             if queued:
                 self.stats.queued_messages += queued
                 if self.on_outbox is not None:
                     self.on_outbox()
+
+
+async def _record_direct(
+    conn: asyncpg.Connection,
+    entry: SpoolEntry,
+    ids_of: dict[str, int],
+    now: datetime,
+    retry_for: object,
+) -> int:
+    """The messages rendered while the database was away, as outbox rows under the same
+    message id: delivered ones as delivered (the deliverer leaves them), the others
+    pending (it sends them). Returns the pending ones queued."""
+    messages = entry.messages
+    if not messages:
+        return 0
+    await conn.execute(
+        """
+        INSERT INTO webhook_outbox (webhook_id, message_id, group_key, alert_ids, payload,
+                                    created_at, next_attempt_at, expires_at, state,
+                                    attempts, delivered_at)
+        SELECT w, m, k, string_to_array(ids, ',')::bigint[], p, $7::timestamptz,
+               $7::timestamptz, $7::timestamptz + $8::interval,
+               CASE WHEN d THEN 'delivered' ELSE 'pending' END,
+               CASE WHEN d THEN 1 ELSE 0 END, CASE WHEN d THEN $7::timestamptz END
+        FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bool[])
+             AS i(w, m, k, p, ids, d)
+        WHERE EXISTS (SELECT 1 FROM webhooks x WHERE x.id = i.w)
+        ON CONFLICT (message_id) DO NOTHING
+        """,
+        [m["webhook_id"] for m in messages],
+        [m["message_id"] for m in messages],
+        [m["group_key"] for m in messages],
+        [m["payload"] for m in messages],
+        [str(ids_of[m["fingerprint"]]) if m["fingerprint"] in ids_of else "" for m in messages],
+        [bool(m["delivered"]) for m in messages],
+        now,
+        retry_for,
+    )
+    return sum(1 for m in messages if not m["delivered"])
 
 
 def _waves(batch: Sequence[Transition]) -> list[list[Transition]]:

@@ -20,6 +20,7 @@ import asyncpg
 
 from netmon import __version__
 from netmon.alerts.delivery import Deliverer
+from netmon.alerts.direct import OutageNotifier
 from netmon.alerts.engine import AlertEngine, DeviceAttrs, Transition
 from netmon.alerts.matchers import parse_matchers
 from netmon.alerts.model import from_jsonb
@@ -55,8 +56,21 @@ class AlertService:
             flap_threshold=alerts.flap_threshold,
         )
         self.deliverer = Deliverer(db, alerts.webhooks, user_agent=f"netmon/{__version__}")
+        self.direct: OutageNotifier | None = None
+        if alerts.direct_delivery:
+            self.direct = OutageNotifier(
+                settings.data_dir / "alert-spool",
+                max_bytes=alerts.spool_max_bytes,
+                external_url=external_url,
+                down_notify_after=alerts.database_down_notify_after,
+                send=self.deliverer.send_direct,
+            )
         self.recorder = AlertRecorder(
-            db, settings, external_url=external_url, on_outbox=self.deliverer.wake
+            db,
+            settings,
+            external_url=external_url,
+            on_outbox=self.deliverer.wake,
+            direct=self.direct,
         )
         self._tick: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
@@ -66,10 +80,17 @@ class AlertService:
         await sync_rules_file(self.db, self.settings)
         await self.reload_rules()
         await self.reload_devices()
+        # Changes left in the on-disk outbox by a stop during an outage go in first, so
+        # the engine takes up the alerts they opened or closed.
+        await self.recorder.reconcile()
         async with self.db.pool.acquire() as conn:
+            if self.direct is not None:
+                await self.direct.refresh(conn)
             taken = self.engine.restore(await load_open(conn))
         await self.recorder.start()
         await self.deliverer.start()
+        if self.direct is not None:
+            await self.direct.start()
         self._tick = asyncio.create_task(self._tick_loop(), name="netmon-alert-tick")
         log.info("alerting started", rules=len(self.engine.rules), open_alerts=taken)
 
@@ -81,6 +102,8 @@ class AlertService:
         for task in list(self._background):
             task.cancel()
         await self.recorder.close()
+        if self.direct is not None:
+            await self.direct.close()
         await self.deliverer.close()
 
     # -- the ingest hook -----------------------------------------------------------------
