@@ -419,6 +419,17 @@ class AlertSettings(_Section):
     )
     group_interval: Duration = Field(default=timedelta(minutes=5))
     repeat_interval: Duration = Field(default=timedelta(hours=4))
+    direct_delivery: bool = Field(
+        default=True,
+        description="While the database is away, write alert changes to an on-disk outbox "
+        "(data_dir/alert-spool) and send their notifications to the webhooks last read.",
+    )
+    spool_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    database_down_notify_after: Duration | None = Field(
+        default=timedelta(seconds=30),
+        description="Send 'netmon: cannot reach the database' to the cached webhooks after "
+        "the database has been away this long (resolved when it is back); unset or 0: never.",
+    )
     webhooks: WebhookSettings = WebhookSettings()
 
 
