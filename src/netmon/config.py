@@ -249,6 +249,16 @@ class ApiSettings(_Section):
     metrics_public: bool = Field(
         default=False, description="Serve /metrics without a token (for a scraper on a LAN)."
     )
+    ready_timeout: Duration = Field(
+        default=timedelta(seconds=2),
+        description="/health/ready answers within this: its checks run together under it, "
+        "and a check still running then fails as timed out.",
+    )
+    ready_db_timeout: Duration = Field(
+        default=timedelta(seconds=1.5),
+        description="A database round trip slower than this fails /health/ready "
+        "(slower than normal but within it is ready); capped by ready_timeout.",
+    )
     metrics_device_samples: bool = Field(
         default=False,
         description="Also export the latest device samples on /metrics "

@@ -1,0 +1,73 @@
+"""/health/ready keeps its deadline: a database 1 s away is slow, not down; a frozen one
+fails the database check within the deadline, saying it timed out; and after an outage
+readiness comes back as soon as polls are on time again."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from netmon.api.controllers.health import READY_TTL
+from netmon.chaos.relay import TcpRelay
+from netmon.config import Settings
+from tests.api_helpers import api_database_url, make_api_settings, running_api
+
+__all__ = ["api_database_url"]
+
+MARGIN = 0.5  # scheduling noise on a shared machine
+
+
+@pytest.fixture
+async def relayed(
+    api_database_url: str, tmp_path: Path
+) -> AsyncIterator[tuple[TcpRelay, Settings]]:
+    parts = urlsplit(api_database_url)
+    relay = TcpRelay(("127.0.0.1", 0), (parts.hostname or "127.0.0.1", parts.port or 5432))
+    await relay.start()
+    url = parts._replace(netloc=parts.netloc.replace(f":{parts.port}", f":{relay.port}")).geturl()
+    try:
+        yield relay, make_api_settings(url, tmp_path / "data")
+    finally:
+        await relay.close()
+
+
+async def _timed_ready(c: httpx.AsyncClient) -> tuple[httpx.Response, float]:
+    started = time.monotonic()
+    r = await c.get("/health/ready")
+    return r, time.monotonic() - started
+
+
+async def test_a_database_one_second_away_is_ready_within_the_deadline(relayed) -> None:
+    relay, settings = relayed
+    async with running_api(settings) as api, httpx.AsyncClient(base_url=api.url, timeout=20) as c:
+        # Rounds at full speed: migrations known current, the poller's query prepared on
+        # the pool's connections (a prepared statement's first use is two round trips).
+        for _ in range(3):
+            assert (await c.get("/health/ready")).status_code == 200
+            await asyncio.sleep(READY_TTL)
+        relay.control.set_delay(0.5)  # each way: a round trip of 1 s
+        r, took = await _timed_ready(c)
+    assert took < 2 + MARGIN, took
+    assert r.status_code == 200, r.json()
+    assert r.json()["checks"]["database"]["value"] >= 900  # it was slow, and counted ready
+
+
+async def test_a_frozen_database_fails_within_the_deadline_naming_the_check(relayed) -> None:
+    relay, settings = relayed
+    async with running_api(settings) as api, httpx.AsyncClient(base_url=api.url, timeout=20) as c:
+        assert (await c.get("/health/ready")).status_code == 200
+        relay.control.freeze()
+        await asyncio.sleep(READY_TTL)
+        r, took = await _timed_ready(c)
+        relay.control.restore()
+    assert took < 2 + MARGIN, took
+    assert r.status_code == 503
+    database = r.json()["checks"]["database"]
+    assert database["ok"] is False
+    assert database["detail"].startswith("database: timed out"), database
