@@ -65,6 +65,7 @@ async def _stored_first_poll(settings: Settings, db: Database) -> None:
     feed(first, poll(-60, 5_000.0, 10_000))
     feed(first, poll(-30, 5_030.0, 40_000))
     first.store("r2", [Sample(OTHER, at(-30), 7)])
+    first.put([Sample(SeriesKey("r1", "up"), at(-29), 1)])  # the poll's outcome
     async with SampleWriter(db, settings) as writer:
         result = await writer.write(queue.samples, queue.events)
         assert result.stored == len(queue.samples)
@@ -118,12 +119,13 @@ async def test_one_query_reads_only_the_inventorys_recent_counters(
             ("ifInOctets", 40_000, at(-28)),
         }
         assert seeds.uptimes == {"r1": (5_030.0, at(-30))}
+        assert seeds.last_polls == {"r1": at(-29).timestamp()}
         (seed,) = [s for s in seeds.counters if s.metric == "ifHCInOctets"]
         assert seed.labels == (("ifName", "eth0"),)
         assert (seed.uptime_ticks, seed.uptime_at) == (503_000, at(-30))
         # Values older than the window are no state to start from.
         old = await load_rate_seeds(conn, ["r1"], timedelta(seconds=20), at(1))
-        assert (old.counters, old.uptimes) == ([], {})
+        assert (old.counters, old.uptimes, old.last_polls) == ([], {}, {})
 
 
 async def test_without_the_database_the_poller_starts_without_seeds(settings: Settings) -> None:

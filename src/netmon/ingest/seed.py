@@ -3,10 +3,10 @@
 The rate calculator keeps each counter's last raw value in memory; a new process would
 otherwise answer its first poll with no rate at all (``first``). At start, one query reads,
 for the devices of the inventory, the newest raw value of every counter series and the
-newest ``sysUpTime`` sample, within a recent window only (``lookback``: a value older than
-a couple of intervals says nothing about the interval to come, and the window bounds the
-partitions the query touches). Each series costs one probe of the ``(series_id, time)``
-index in the window's partitions.
+newest ``sysUpTime`` and ``up`` samples, within a recent window only (``lookback``: a
+value older than a couple of intervals says nothing about the interval to come, and the
+window bounds the partitions the query touches). Each series costs one probe of the
+``(series_id, time)`` index in the window's partitions.
 
 A counter is seeded with the device's last sysUpTime reading, so a device that rebooted
 while no poller ran is still judged a reboot (sysUpTime behind its own clock), not a spike.
@@ -34,7 +34,8 @@ CROSS JOIN LATERAL (
     WHERE series_id = s.id AND time >= $2 AND time <= $3
     ORDER BY time DESC LIMIT 1
 ) l
-WHERE d.name = ANY($1::text[]) AND (s.kind = 'counter' OR s.metric = 'sysUpTime')
+WHERE d.name = ANY($1::text[])
+  AND (s.kind = 'counter' OR (s.labels = '{}' AND s.metric IN ('sysUpTime', 'up')))
 """
 
 
@@ -43,6 +44,9 @@ class RateSeeds:
     counters: list[RateSeed] = field(default_factory=list)
     # device -> (sysUpTime in seconds, the time it was read)
     uptimes: dict[str, tuple[float, datetime]] = field(default_factory=dict)
+    # device -> when its last poll ended (its last ``up`` sample), UNIX time: the
+    # scheduler polls at start a slot the previous process missed (see netmon.poller).
+    last_polls: dict[str, float] = field(default_factory=dict)
 
 
 async def load_rate_seeds(
@@ -60,6 +64,8 @@ async def load_rate_seeds(
     for device, metric, labels, kind, time, value in rows:
         if kind == "counter":
             counters.append((device, metric, labels, time, value))
+        elif metric == "up":
+            seeds.last_polls[device] = time.timestamp()
         elif metric == "sysUpTime":
             try:
                 seeds.uptimes[device] = (float(value), time)

@@ -19,7 +19,7 @@ from nornir.core import Nornir
 from netmon.config import Settings
 from netmon.errors import ConfigError
 from netmon.ingest.processor import StoreProcessor
-from netmon.ingest.seed import load_rate_seeds
+from netmon.ingest.seed import RateSeeds, load_rate_seeds
 from netmon.logs import get_logger
 from netmon.netconf.hosts import forget_netconf_targets
 from netmon.netconf.shared import (
@@ -96,7 +96,7 @@ class PollerService:
         nr, plans = await asyncio.to_thread(self._load)
         await sync_devices(self.db, [p.info for p in plans])
         await self.health.load()
-        await self._seed_rates(plans)
+        seeds = await self._seed_rates(plans)
         self.configs.start()
         self.poller = Poller(
             nr,
@@ -104,17 +104,19 @@ class PollerService:
             self.settings.poller,
             self.processor,
             self.health,
+            last_polls=seeds.last_polls if seeds is not None else None,
         )
         self.poller.start()
         self._flusher = asyncio.create_task(self._flush_loop(), name="netmon-poll-health")
         log.info("poller started", devices=len(plans), inventory=str(self.inventory))
 
-    async def _seed_rates(self, plans: list[PollPlan]) -> None:
+    async def _seed_rates(self, plans: list[PollPlan]) -> RateSeeds | None:
         """The rate state from the store: the last counter values and sysUpTime of the
-        inventory's devices (one query). Without the database, no seeds: the first poll
-        then starts the rates, as a first poll always did."""
+        inventory's devices, and when each was last polled (one query). Without the
+        database, None: the first poll then starts the rates, as a first poll always did,
+        and the schedule does not catch up a slot missed during the restart."""
         if not plans:
-            return
+            return RateSeeds()
         lookback = 2 * max(p.interval for p in plans) + SEED_MARGIN
         started = asyncio.get_running_loop().time()
         try:
@@ -123,7 +125,7 @@ class PollerService:
                     seeds = await load_rate_seeds(conn, [p.name for p in plans], lookback)
         except Exception as exc:
             log.warning("rate state not read from the store; rates start anew", error=str(exc))
-            return
+            return None
         taken = self.processor.pipeline.seed(seeds.counters, seeds.uptimes)
         log.info(
             "rate state seeded from the store",
@@ -131,6 +133,7 @@ class PollerService:
             devices=len(seeds.uptimes),
             ms=round((asyncio.get_running_loop().time() - started) * 1000),
         )
+        return seeds
 
     async def reload(self) -> ReloadResult:
         """Re-read the inventory; a broken one is reported and the running one kept."""
