@@ -18,6 +18,7 @@ from typing import Any, cast
 
 import pytest
 
+from netmon import core_metrics
 from netmon.errors import SnmpError, SnmpOverloadError
 from netmon.snmp.client import SnmpClient
 from netmon.snmp.credentials import snmp_credentials
@@ -148,6 +149,10 @@ def test_gufo_process_starved_past_the_timeout_is_not_a_timeout(
             (vb,) = got
             assert vb.value == agent.sys_name.encode()
         assert engine.stats["overload"] + engine.stats["overload_retries"] >= 1
+        monkeypatch.setattr(core_metrics, "engines_in_use", lambda: [engine])
+        collector = core_metrics.CoreCollector.__new__(core_metrics.CoreCollector)
+        exposed = {m.name: m for m in collector._snmp()}
+        assert sum(s.value for s in exposed["netmon_snmp_overload"].samples) >= 1
     finally:
         engine.close()
 

@@ -15,6 +15,7 @@ from typing import Any, cast
 
 import pytest
 
+from netmon import core_metrics
 from netmon.errors import SnmpError, SnmpSlowError, SnmpTimeoutError
 from netmon.snmp.client import SnmpClient
 from netmon.snmp.credentials import snmp_credentials
@@ -67,6 +68,13 @@ def _target(
     return SnmpTarget(device, "127.0.0.1", snmp_credentials(device, data))
 
 
+def _exposed(engine: SnmpEngine, monkeypatch: pytest.MonkeyPatch) -> dict[str, float]:
+    """The engine's counters as /metrics shows them: {family: sum of its samples}."""
+    monkeypatch.setattr(core_metrics, "engines_in_use", lambda: [engine])
+    collector = core_metrics.CoreCollector.__new__(core_metrics.CoreCollector)
+    return {m.name: sum(s.value for s in m.samples) for m in collector._snmp()}
+
+
 def _health() -> PollHealthStore:
     return PollHealthStore(cast(Database, None))  # record() keeps reachability in memory
 
@@ -90,6 +98,7 @@ def test_answers_just_past_the_timeout_are_late_answers_not_unreachable(
         assert vb.value == agent.sys_name.encode()
         assert engine.stats["late_answers"] == 1
         assert _outcome(health, device, None) == []
+        assert _exposed(engine, monkeypatch)["netmon_snmp_late_answers"] == 1
         assert health.is_reachable(device) is True
         # The device keeps working polls: the next request is answered as well.
         (vb,) = engine.get(t, [SYSTEM.sysName])
@@ -112,6 +121,9 @@ def test_slow_device_that_times_out_even_with_the_longer_wait_is_slow(
         assert e.value.error_class == "slow"
         assert _outcome(health, device, e.value) == []
         assert health.is_reachable(device) is True
+        # The next poll, without the longer wait (it failed just now), is slow as well.
+        with pytest.raises(SnmpSlowError):
+            engine.get(t, [SYSTEM.sysName])
 
 
 def test_a_silent_device_is_still_a_timeout_and_unreachable(

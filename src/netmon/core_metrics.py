@@ -165,11 +165,28 @@ class CoreCollector:
         values = CounterMetricFamily(
             "netmon_snmp_values", "SNMP values received, by engine.", labels=["engine"]
         )
+        overload = CounterMetricFamily(
+            "netmon_snmp_overload",
+            "SNMP requests that timed out while netmon's own engine was starved (CPU): "
+            "retried, and an overload error if it stayed so; never a device's fault.",
+            labels=["engine", "outcome"],
+        )
+        late = CounterMetricFamily(
+            "netmon_snmp_late_answers",
+            "SNMP answers that came after the timeout, to a second, longer wait: slow "
+            "devices (raise snmp.timeout), not unreachable ones.",
+            labels=["engine"],
+        )
         for engine in engines:
             requests.add_metric([engine.name], engine.stats["requests"])
             values.add_metric([engine.name], engine.stats["values"])
+            overload.add_metric([engine.name, "retried"], engine.stats["overload_retries"])
+            overload.add_metric([engine.name, "failed"], engine.stats["overload"])
+            late.add_metric([engine.name], engine.stats["late_answers"])
         yield requests
         yield values
+        yield overload
+        yield late
         gufo = next((e for e in engines if isinstance(e, GufoEngine)), None)
         if gufo is None:
             return

@@ -406,6 +406,7 @@ class SnmpClient:
         now = loop.time()
         failed_at = self._probe_failed.get(device)
         if failed_at is not None and now - failed_at < PROBE_BACKOFF:
+            self._raise_if_slow(target)
             return timed_out  # a down device does not pay the longer wait every poll
         started = time.monotonic()
         reply = await self._attempt(_longer(target), oids, bulk)

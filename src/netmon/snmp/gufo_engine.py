@@ -436,6 +436,7 @@ class GufoEngine:
         now = self._clock()
         failed_at = self._probe_failed.get(device)
         if failed_at is not None and now - failed_at < PROBE_BACKOFF:
+            self._raise_if_slow(target, now)
             return None  # a down device does not pay the longer wait every poll
         timeout = target.credentials.timeout.total_seconds() * SLOW_FACTOR
         started = time.monotonic()
@@ -444,10 +445,7 @@ class GufoEngine:
             result = fn(session)
         except (TimeoutError, BlockingIOError, SnmpAuthError, GufoError, OSError):
             self._probe_failed[device] = now
-            seen = self._late.get(device)
-            if seen is not None and now - seen[0] < SLOW_MEMORY:
-                self.stats["slow"] += 1
-                raise slow(target, seen[1]) from None
+            self._raise_if_slow(target, now)
             return None
         round_trip = time.monotonic() - started
         self._probe_failed.pop(device, None)
@@ -462,6 +460,13 @@ class GufoEngine:
             round_trip=round(round_trip, 3),
         )
         return (result,)
+
+    def _raise_if_slow(self, target: SnmpTarget, now: float) -> None:
+        """A timeout of a device whose late answers came lately: it is slow, not down."""
+        seen = self._late.get(target.device)
+        if seen is not None and now - seen[0] < SLOW_MEMORY:
+            self.stats["slow"] += 1
+            raise slow(target, seen[1]) from None
 
     def _ready(self, target: SnmpTarget, entry: _Session) -> SnmpSession:
         session = entry.session
