@@ -89,7 +89,8 @@ class Listener:
                 await _close_quietly(conn)
             if not stopping():
                 lost_since = lost_since or datetime.now(UTC)
-                log.warning(f"{self.name} lost its connection; reconnecting")
+                # Info: the writer's "database unreachable" is the outage's warning.
+                log.info(f"{self.name} lost its connection; reconnecting")
                 await asyncio.sleep(retry)
 
     async def _keep_alive(self, conn: asyncpg.Connection, lost: asyncio.Event) -> None:

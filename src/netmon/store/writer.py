@@ -31,6 +31,7 @@ from netmon.config import Settings
 from netmon.errors import DatabaseUnavailableError
 from netmon.histogram import WRITE_SECONDS_BUCKETS, Histogram
 from netmon.logs import get_logger
+from netmon.outage_log import StateLog, quiet_library_outage_logs
 from netmon.records import U64_MAX, DeviceEvent, Sample, SeriesKind
 from netmon.store.database import Database, is_connection_error
 from netmon.store.listener import Listener
@@ -280,6 +281,10 @@ class SampleWriter:
             self._deadline, settings.database.command_timeout.total_seconds()
         )
         self.database_up = True
+        # One line when the database goes, one when it is back (netmon.outage_log).
+        self._outage = StateLog(log, "database")
+        self._spooled_at_down = 0
+        quiet_library_outage_logs()
         self.publish = settings.writer.publish
         # Other control messages (inventory_reload, ...) go to whoever runs this writer.
         self.on_control: Callable[[Control], None] | None = None
@@ -452,10 +457,8 @@ class SampleWriter:
         self._wake.set()
 
     def _went_down(self, exc: BaseException) -> None:
-        if self.database_up:
-            log.warning(
-                "database unreachable: spooling to disk", error=f"{type(exc).__name__}: {exc}"
-            )
+        if self._outage.down(exc, doing="spooling", spool_files=len(self.spool)):
+            self._spooled_at_down = self.stats.spooled
         self.database_up = False
         self._wake.set()
 
@@ -752,6 +755,8 @@ class SampleWriter:
             except Exception as exc:
                 if not is_connection_error(exc):
                     log.exception("spool replay failed; retrying")
+                else:
+                    self._outage.down(exc, doing="spooling")
                 self.database_up = False
                 await asyncio.sleep(retry)
 
@@ -797,8 +802,7 @@ class SampleWriter:
             self.stats.replayed += len(kept)
             self.stats.stored += stored
             self.stats.duplicates += dups
-        if not self.database_up:
-            log.info("database back: spool replayed", replayed_total=self.stats.replayed)
+        self._outage.up(doing="spool replayed", spooled=self.stats.spooled - self._spooled_at_down)
         self.database_up = True
 
     async def _read_spooled(self, path: Path) -> Batch | None:
