@@ -23,7 +23,7 @@ from netmon.core_control import LocalCore, core_socket
 from netmon.errors import DatabaseUnavailableError
 from netmon.logs import get_logger
 from netmon.store.batcher import Batcher
-from netmon.store.database import Database
+from netmon.store.database import Database, is_connection_error
 from netmon.store.maintenance import maintain
 from netmon.store.schema import upgrade
 from netmon.store.writer import SampleWriter
@@ -219,10 +219,13 @@ class Service:
                 return
             try:
                 await maintain(self.db, self.settings.storage)
-            except Exception:
-                # The database may be away; the writer spools meanwhile and the next
-                # run catches up (maintenance is idempotent).
-                log.exception("maintenance failed; will retry")
+            except Exception as exc:
+                # The database may be away; the writer spools meanwhile (and says so once)
+                # and the next run catches up (maintenance is idempotent).
+                if is_connection_error(exc) or isinstance(exc, DatabaseUnavailableError):
+                    log.info("maintenance skipped: no database", error=str(exc))
+                else:
+                    log.exception("maintenance failed; will retry")
 
     def request_stop(self) -> None:
         self._stop.set()

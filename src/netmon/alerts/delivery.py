@@ -527,6 +527,7 @@ async def _finish(tasks: list[asyncio.Task[Any]], grace: float) -> None:
 
 def _log_failure(exc: BaseException, what: str, **fields: Any) -> None:
     if is_connection_error(exc):
-        log.warning(what, error=f"{type(exc).__name__}: {exc}", **fields)
+        # Debug: the writer's "database unreachable" is the outage's one warning.
+        log.debug(what, error=f"{type(exc).__name__}: {exc}", **fields)
     else:
         log.exception(what, **fields)

@@ -265,7 +265,7 @@ class AlertRecorder:
                 try:
                     await self.reconcile()
                 except Exception as exc:
-                    log.warning("alert changes wait for the database", error=str(exc))
+                    log.debug("alert changes wait for the database", error=str(exc))
                     await self._database_down()
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 5.0)
@@ -283,7 +283,7 @@ class AlertRecorder:
             except Exception as exc:
                 if is_connection_error(exc):
                     await self._drop_connection()
-                    log.warning("alert changes wait for the database", error=str(exc))
+                    log.debug("alert changes wait for the database", error=str(exc))
                     await self._database_down()
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 5.0 if self.direct is not None else 30.0)
