@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import asyncpg
 import httpx
 import pytest
 
@@ -17,6 +18,7 @@ from netmon.api.controllers.health import READY_TTL
 from netmon.chaos.relay import TcpRelay
 from netmon.config import Settings
 from tests.api_helpers import api_database_url, make_api_settings, running_api
+from tests.tcp_proxy import proxy_for, through
 
 __all__ = ["api_database_url"]
 
@@ -71,3 +73,35 @@ async def test_a_frozen_database_fails_within_the_deadline_naming_the_check(rela
     database = r.json()["checks"]["database"]
     assert database["ok"] is False
     assert database["detail"].startswith("database: timed out"), database
+
+
+async def test_ready_again_at_once_after_an_outage_when_polls_are_on_time(
+    api_database_url: str, tmp_path: Path
+) -> None:
+    proxy = proxy_for(api_database_url)
+    await proxy.start()
+    try:
+        settings = make_api_settings(through(proxy, api_database_url), tmp_path / "data")
+        async with running_api(settings) as api, httpx.AsyncClient(base_url=api.url) as c:
+            conn = await asyncpg.connect(api_database_url)
+            try:
+                await conn.execute("INSERT INTO devices (name) VALUES ('r1')")
+                await conn.execute(
+                    "INSERT INTO poll_health (device_id, last_poll, duration_ms, reachable) "
+                    "SELECT id, now(), 1, true FROM devices"
+                )
+                assert (await c.get("/health/ready")).status_code == 200
+                await proxy.cut()  # the outage: the API's pooled connections die with it
+                await asyncio.sleep(READY_TTL)
+                assert (await c.get("/health/ready")).status_code == 503
+                await asyncio.sleep(3)
+                # The polls that were late during it are behind us: the newest is on time.
+                await conn.execute("UPDATE poll_health SET last_poll = now()")
+                await proxy.restore()
+                await asyncio.sleep(READY_TTL)
+                r = await c.get("/health/ready")
+            finally:
+                await conn.close()
+    finally:
+        await proxy.close()
+    assert r.status_code == 200, r.json()
