@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import json
 import os
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -44,6 +45,7 @@ _SUFFIX = ".alerts"
 _CACHE = "webhooks.json"
 _NOTIFIABLE = frozenset({"firing", "resolved"})
 META_RULE = "netmon-database-unreachable"
+_RETRY_MAX = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +170,9 @@ class OutageNotifier:
         self._down_since: datetime | None = None
         self._meta_id: str | None = None  # message_id of the meta firing sent
         self._lock = asyncio.Lock()
+        self._kick = asyncio.Event()
+        self._backoff: dict[str, tuple[float, float]] = {}  # message id -> (next try, delay)
+        self._cached = b""
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         directory.mkdir(parents=True, exist_ok=True)
@@ -204,7 +209,9 @@ class OutageNotifier:
             )
         self._hooks = hooks
         data = json.dumps(raw).encode()
-        await asyncio.to_thread(_write_atomic, self.directory / _CACHE, data, 0o600)
+        if data != self._cached:
+            await asyncio.to_thread(_write_atomic, self.directory / _CACHE, data, 0o600)
+            self._cached = data
 
     def _load_cache(self) -> None:
         path = self.directory / _CACHE
@@ -276,7 +283,8 @@ class OutageNotifier:
         self._measure()
 
     async def spool(self, transitions: list[Transition]) -> bool:
-        """Write changes the database cannot take to disk, and send their messages. False
+        """Write changes the database cannot take to disk, for their messages to be sent
+        (at once, by the loop). False
         if the outbox is full (the caller keeps them in memory)."""
         async with self._lock:
             if self.stats.spool_bytes >= self.max_bytes:
@@ -293,19 +301,27 @@ class OutageNotifier:
             await asyncio.to_thread(_write_atomic, path, json.dumps(entry).encode())
             self.stats.spooled += len(transitions)
             self._measure()
-            await self._deliver(path, entry)
-            return True
+        # Sent by the loop: the recorder goes on at once, whatever the receivers do.
+        self._kick.set()
+        return True
 
     async def _deliver(self, path: Path, entry: dict[str, Any]) -> None:
         hooks = {h.webhook.id: h for h in self._hooks}
         changed = False
+        now = time.monotonic()
         for m in entry["messages"]:
             hook = hooks.get(m["webhook_id"])
-            if m["delivered"] or hook is None:
+            mid = m["message_id"]
+            if m["delivered"] or hook is None or self._backoff.get(mid, (0.0, 0.0))[0] > now:
                 continue
-            if await self._post(hook, m["message_id"], m["payload"]):
+            if await self._post(hook, mid, m["payload"]):
                 m["delivered"] = True
                 changed = True
+                self._backoff.pop(mid, None)
+            else:
+                # Backoff per message: a receiver that is down is not asked every second.
+                delay = min(_RETRY_MAX, max(1.0, self._backoff.get(mid, (0.0, 0.5))[1] * 2))
+                self._backoff[mid] = (time.monotonic() + delay, delay)
         if changed:
             # The file may be gone already: the database came back and took it.
             with contextlib.suppress(FileNotFoundError):
@@ -408,9 +424,11 @@ class OutageNotifier:
 
     async def _loop(self) -> None:
         while not self._closing:
-            await asyncio.sleep(1.0)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._kick.wait(), 1.0)
+            self._kick.clear()
             try:
-                await self._retry()
+                await self._send_files()
                 since, after = self._down_since, self.down_notify_after
                 if (
                     since is not None
@@ -423,12 +441,11 @@ class OutageNotifier:
             except Exception:
                 log.exception("direct alert delivery failed")
 
-    async def _retry(self) -> None:
-        """Send again what a receiver did not take, while the database is still away."""
-        if self._down_since is None:
-            return
-        async with self._lock:
-            for p in self._files():
+    async def _send_files(self) -> None:
+        """Send what the files hold and no receiver has taken yet. A file still here is
+        not in the database: once it is, its messages are the deliverer's."""
+        for p in self._files():
+            async with self._lock:
                 try:
                     entry = json.loads(p.read_bytes())
                 except (OSError, ValueError):
