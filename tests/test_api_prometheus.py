@@ -517,3 +517,6 @@ async def test_polls_move_the_poller_counters_and_devices_appear(
             assert value(samples, "netmon_alerts_samples_evaluated_total") > 0
             assert value(samples, "netmon_alerts_commit_seconds_count") >= 1
             assert value(samples, "netmon_alerts_transitions_lost_total") == 0
+            # The database stayed up: nothing went the direct way.
+            assert value(samples, "netmon_alerts_direct_delivered_total") == 0
+            assert value(samples, "netmon_alerts_spool_bytes") == 0

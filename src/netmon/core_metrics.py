@@ -373,6 +373,29 @@ class CoreCollector:
         yield GaugeMetricFamily(
             "netmon_alerts_rules", "Alert rules loaded.", value=len(alerts.engine.rules)
         )
+        direct = alerts.direct
+        if direct is not None:
+            yield CounterMetricFamily(
+                "netmon_alerts_direct_delivered",
+                "Webhook messages sent straight from the on-disk alert outbox while the "
+                "database was away (2xx).",
+                value=direct.stats.delivered,
+            )
+            yield CounterMetricFamily(
+                "netmon_alerts_direct_failures",
+                "Direct webhook attempts that failed (the message waits for the database).",
+                value=direct.stats.failed,
+            )
+            yield CounterMetricFamily(
+                "netmon_alerts_spooled_transitions",
+                "Alert changes written to the on-disk alert outbox while the database was away.",
+                value=direct.stats.spooled,
+            )
+            yield GaugeMetricFamily(
+                "netmon_alerts_spool_bytes",
+                "Size of the on-disk alert outbox (data_dir/alert-spool); 0 once reconciled.",
+                value=direct.stats.spool_bytes,
+            )
         yield GaugeMetricFamily(
             "netmon_alerts_pending_transitions",
             "Alert changes waiting to be committed (grows while the database is away).",
