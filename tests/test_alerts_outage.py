@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -163,13 +165,31 @@ async def test_a_restart_with_a_non_empty_outbox_on_disk_reconciles(
     await add_webhook(conn, receiver.add("/ok", ok), ok)
     await add_webhook(conn, receiver.add("/down", down), down)
     receiver.default("/down", Reply(503, "busy"))
-    async with running(settings) as svc:
+    # A netmon of its own, killed (SIGKILL) with the change only on disk.
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _CHILD,
+        through(proxy, url),
+        str(tmp_path),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    try:
+        assert proc.stdin is not None
+        assert proc.stdout is not None
+        await asyncio.wait_for(_ready(proc.stdout), 60)
         await proxy.cut()
-        svc.observe([sample("r1", "cpu", 95)])
+        proc.stdin.write(b"go\n")
+        await proc.stdin.drain()
         await eventually(lambda: _has(receiver, "/ok", ["firing"]), timeout=5, what="/ok")
         await eventually(lambda: _tried(receiver, "/down"), timeout=5, what="/down tried")
-    # Stopped with the database away: the change and its messages are only on disk
-    # (written and fsync'd before any was sent, as a SIGKILL would leave them).
+        await eventually(lambda: _marked(tmp_path), timeout=5, what="/ok marked delivered")
+    finally:
+        proc.kill()
+        await proc.wait()
+    assert proc.returncode == -signal.SIGKILL
     (spooled,) = _spool(tmp_path)
     entry = json.loads(spooled.read_text())
     by_path = {m["webhook_id"]: m for m in entry["messages"]}
@@ -198,6 +218,56 @@ async def test_a_restart_with_a_non_empty_outbox_on_disk_reconciles(
     (row,) = await alert_rows(conn)
     assert (await _history(conn, row["id"]))[0] == "firing"
     assert row["state"] == "resolved"
+
+
+# The child: alerting against the relayed database, a sample once told to, then it waits
+# for its SIGKILL.
+_CHILD = """
+import asyncio, sys
+from pathlib import Path
+from netmon.alerts.service import AlertService
+from netmon.store.database import Database
+from tests.test_alerts_flow import alert_settings, sample
+
+async def main():
+    settings = alert_settings(sys.argv[1], Path(sys.argv[2]))
+    db = Database(settings.database, settings.data_dir)
+    await db.start()
+    svc = AlertService(db, settings)
+    await svc.start()
+    print("ready", flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+    svc.observe([sample("r1", "cpu", 95)])
+    await asyncio.sleep(3600)
+
+asyncio.run(main())
+"""
+
+
+async def _ready(out: asyncio.StreamReader) -> None:
+    # Its log lines come first, on the same stdout.
+    while (line := await out.readline()).strip() != b"ready":
+        assert line, "the child ended before it was ready"
+    # Keep reading, so its logging never blocks on a full pipe.
+    task = asyncio.create_task(_drain(out))
+    _DRAINS.add(task)
+    task.add_done_callback(_DRAINS.discard)
+
+
+_DRAINS: set[asyncio.Task[None]] = set()
+
+
+async def _drain(out: asyncio.StreamReader) -> None:
+    while await out.read(65536):
+        pass
+
+
+async def _marked(tmp_path: Path) -> bool:
+    files = _spool(tmp_path)
+    if not files:
+        return False
+    entry = json.loads(files[0].read_text())
+    return any(m["delivered"] for m in entry["messages"])
 
 
 async def _has(receiver: WebhookReceiver, path: str, statuses: list[str]) -> bool:
