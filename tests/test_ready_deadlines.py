@@ -17,6 +17,8 @@ import pytest
 from netmon.api.controllers.health import READY_TTL
 from netmon.chaos.relay import TcpRelay
 from netmon.config import Settings
+from netmon.core_control import LagWindow, LocalCore, PollLag
+from netmon.poller.scheduler import PollerStats
 from tests.api_helpers import api_database_url, make_api_settings, running_api
 from tests.tcp_proxy import proxy_for, through
 
@@ -105,3 +107,53 @@ async def test_ready_again_at_once_after_an_outage_when_polls_are_on_time(
     finally:
         await proxy.close()
     assert r.status_code == 200, r.json()
+
+
+class _Poller:
+    def __init__(self) -> None:
+        self.stats = PollerStats()
+
+    def polls(self, n: int, *, late: bool) -> None:
+        for _ in range(n):
+            self.stats.start_lag.observe(30.0 if late else 0.01)
+            self.stats.late += late
+
+
+class _PollerService:
+    def __init__(self) -> None:
+        self.poller = _Poller()
+
+
+async def test_polls_late_during_an_outage_stop_counting_once_polls_are_on_time(
+    api_database_url: str, tmp_path: Path
+) -> None:
+    service = _PollerService()
+    core = LocalCore(poller=service)  # type: ignore[arg-type]
+    now = [0.0]
+    core._lag = LagWindow(clock=lambda: now[0])
+    settings = make_api_settings(api_database_url, tmp_path / "data")
+    async with running_api(settings, core) as api, httpx.AsyncClient(base_url=api.url) as c:
+        service.poller.polls(10, late=False)
+        assert (await c.get("/health/ready")).status_code == 200
+        now[0] += 60
+        service.poller.polls(30, late=True)  # the outage: polls start late
+        await asyncio.sleep(READY_TTL)
+        r = await c.get("/health/ready")
+        assert r.status_code == 503
+        assert "30 of 30 polls late" in r.json()["checks"]["poller"]["detail"]
+        now[0] += 60
+        service.poller.polls(10, late=False)  # on time again
+        await asyncio.sleep(READY_TTL)
+        r = await c.get("/health/ready")
+    assert r.status_code == 200, r.json()
+    assert r.json()["checks"]["poller"]["detail"].startswith("0 of 10 polls late")
+
+
+def test_the_lag_window_forgets_what_is_older_than_a_window() -> None:
+    now = [0.0]
+    window = LagWindow(60, clock=lambda: now[0])
+    assert window.observe(0, 0) == PollLag(0, 0, 0.0)
+    now[0] = 30
+    assert window.observe(30, 30) == PollLag(30, 30, 30.0)
+    now[0] = 95
+    assert window.observe(40, 30) == PollLag(10, 0, 65.0)

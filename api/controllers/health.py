@@ -192,6 +192,10 @@ async def _poller(ctx: Ctx) -> Check:
     limit = ctx.settings.poller.interval.total_seconds() * _LAG_FACTOR
     budget = _budget(ctx)
 
+    poll_lag = getattr(ctx.core, "poll_lag", None)
+    if poll_lag is not None:
+        return await _bounded(_recent_lag(poll_lag), "poller", budget)
+
     async def probe() -> Check:
         newest: datetime | None = await _query(
             ctx, "SELECT max(last_poll) FROM poll_health", budget
@@ -204,3 +208,17 @@ async def _poller(ctx: Ctx) -> Check:
         return Check(ok=True, value=round(lag, 1))
 
     return await _bounded(probe(), "poller", budget)
+
+
+async def _recent_lag(poll_lag: Any) -> Check:
+    """From the core: polls started late over about the last minute. The scheduler's own
+    counters are cumulative, so polls late during an outage would keep the poller
+    "lagging" long after it is on time again; this window forgets them."""
+    result = poll_lag()
+    lag = await result if asyncio.iscoroutine(result) else result
+    if lag is None or lag.polls == 0:
+        return Check(ok=True, detail="no polls recently")
+    share = lag.late / lag.polls
+    detail = f"{lag.late} of {lag.polls} polls late in the last {lag.window_s:.0f} s"
+    # Most polls late, not one: a single slow start is noise, a backlog is lagging.
+    return Check(ok=share <= 0.5, value=round(share, 3), detail=detail)

@@ -10,6 +10,8 @@ API's process over the control socket (``netmon.control_socket``, ``<data dir>/c
 
 from __future__ import annotations
 
+import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +30,9 @@ __all__ = [
     "CORE_SOCKET_ENV",
     "BackupReply",
     "Core",
+    "LagWindow",
     "LocalCore",
+    "PollLag",
     "ReloadReply",
     "RemoteCore",
     "core_socket",
@@ -61,6 +65,42 @@ class BackupReply:
     refused: str | None = None  # it has no configuration task
 
 
+@dataclass(frozen=True, slots=True)
+class PollLag:
+    """Polls started over the last ``window_s`` seconds, and how many of them late."""
+
+    polls: int
+    late: int
+    window_s: float
+
+
+# How far back readiness looks at the poller: polls late during an outage that ended
+# longer ago than this no longer make it lagging.
+LAG_WINDOW_S = 60.0
+
+
+class LagWindow:
+    """The scheduler's poll and late counters are cumulative since start: read raw, an
+    outage's late polls would count against readiness forever. Marks of them are kept,
+    and a figure is the difference with the newest mark at least ``window`` old (or the
+    oldest there is)."""
+
+    def __init__(
+        self, window: float = LAG_WINDOW_S, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.window = window
+        self._clock = clock
+        self._marks: deque[tuple[float, int, int]] = deque()
+
+    def observe(self, polls: int, late: int) -> PollLag:
+        now = self._clock()
+        self._marks.append((now, polls, late))
+        while len(self._marks) > 1 and now - self._marks[1][0] >= self.window:
+            self._marks.popleft()
+        at, base_polls, base_late = self._marks[0]
+        return PollLag(polls=polls - base_polls, late=late - base_late, window_s=now - at)
+
+
 class Core(Protocol):
     async def reload(self) -> ReloadReply: ...
 
@@ -89,6 +129,16 @@ class LocalCore:
         self.batcher = batcher
         self.alerts = alerts
         self._after_reload = reload
+        self._lag = LagWindow()
+
+    def poll_lag(self) -> PollLag | None:
+        """Polls (and late ones) of about the last minute (since the first time asked,
+        at the start); None without a poller."""
+        poller = self.poller.poller if self.poller is not None else None
+        if poller is None:
+            return None
+        stats = poller.stats
+        return self._lag.observe(stats.start_lag.count, stats.late)
 
     async def reload(self) -> ReloadReply:
         from netmon.store.notify import ORIGIN
@@ -141,7 +191,14 @@ class LocalCore:
             }
         if command == "metrics":
             return {"ok": True, "text": (await self.exposition()).decode()}
-        raise ValueError(f"unknown command {command!r}; expected reload, backup or metrics")
+        if command == "poll_lag":
+            lag = self.poll_lag()
+            if lag is None:
+                return {"ok": True, "lag": None}
+            return {"ok": True, "lag": [lag.polls, lag.late, lag.window_s]}
+        raise ValueError(
+            f"unknown command {command!r}; expected reload, backup, metrics or poll_lag"
+        )
 
 
 class RemoteCore:
@@ -174,3 +231,10 @@ class RemoteCore:
     async def exposition(self) -> bytes:
         r = await self._ask({"command": "metrics"}, 10.0)
         return str(r["text"]).encode()
+
+    async def poll_lag(self, wait_s: float = 1.0) -> PollLag | None:
+        r = await self._ask({"command": "poll_lag"}, wait_s)
+        if r["lag"] is None:
+            return None
+        polls, late, window = r["lag"]
+        return PollLag(polls=int(polls), late=int(late), window_s=float(window))
