@@ -58,6 +58,10 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
     root.handlers[:] = [handler]
     # Third-party libraries are noisy at INFO; their warnings still come through.
     root.setLevel(max(getattr(logging, level.upper()), logging.WARNING))
+    # Every process (core and API): no traceback per reconnect attempt during an outage.
+    from netmon.outage_log import quiet_library_outage_logs
+
+    quiet_library_outage_logs()
 
 
 def get_logger(name: str) -> Any:
