@@ -92,12 +92,13 @@ def close() -> None:
     close_window()
 
 
-def settle() -> float:
-    """Wait until every cycle due before the fault's end is complete in the database."""
+def settle(cycles: int = 1) -> float:
+    """Wait until every cycle due before the fault's end (and ``cycles - 1`` more after
+    it: a restart is judged on the cycles that follow it) is complete in the database."""
     target = Target.load()
     window = current()
     last = window.fault_end() if window is not None else None
-    until = (last or time.time()) + longest_interval(target) + SETTLE_MARGIN_S + 1.0
+    until = (last or time.time()) + cycles * longest_interval(target) + SETTLE_MARGIN_S + 1.0
     wait = max(0.0, until - time.time())
     _hold(wait)
     return wait
@@ -398,6 +399,12 @@ def device_fails_during_outage(
         result["resolved"] = alert_delivered(device, "resolved", within_s=budget)
         result["resolved_after_s"] = round(time.monotonic() - revived, 1)
         result["database_down_throughout"] = not pg.is_running()
+        if not (result["firing"] and result["resolved"]):
+            missed = [k for k in ("firing", "resolved") if not result[k]]
+            raise AssertionError(
+                f"{device}: no {' and no '.join(missed)} notification reached the receiver "
+                f"within {budget:g} s while the database was away"
+            )
     finally:
         with contextlib.suppress(Exception):
             _lab(target, {"command": "silence", "device": device, "on": False})

@@ -101,9 +101,12 @@ def tally(
         phase = phase_of(device, interval)
         for cycle in slots(device, interval, start, end):
             slot = phase + cycle * interval
-            if _inside(slot, excluded):
-                continue
             got = by_cycle.get((device, cycle))
+            if _inside(slot, excluded):
+                # Not due (no netmon ran), but a cycle stored twice is never right.
+                if got is not None and got.most > 1:
+                    result.duplicated += 1
+                continue
             if got is None or got.up_rows == 0:
                 if _inside(slot, killed):
                     result.in_flight_at_kill += 1

@@ -95,10 +95,18 @@ def _span() -> tuple[float, float]:
     window = current()
     if window is not None:
         return window.start, end
-    # Before a fault: the last two cycles, but none before the rig's second cycle (the
-    # first poll of a counter gives no rate yet).
+    # Before a fault: the last two cycles, but none that the previous experiment judged
+    # already (its window ended one interval and the margin before it closed), and none
+    # before the rig's second cycle (the first poll of a counter gives no rate yet).
+    # Every cycle is judged once, and a fault whose damage outlasts its own window fails
+    # the next experiment's hypothesis, as it should.
+    floor = 0.0
     polling = target.last_mark("polling")
-    floor = polling.time + interval + 1.0 if polling is not None else 0.0
+    if polling is not None:
+        floor = polling.time + interval + 1.0
+    closed = target.last_mark("close")
+    if closed is not None:
+        floor = max(floor, closed.time - interval - SETTLE_MARGIN_S)
     return max(end - 2 * interval, floor), end
 
 

@@ -111,6 +111,8 @@ def verdict(name: str, journal: dict[str, Any]) -> Outcome:
         )
     if not figures:
         reasons.append("no figures: the window was not judged")
+    elif not figures.get("produced"):
+        reasons.append("no cycle was due in the judged window: nothing was proven")
     for key in ("missing", "duplicated", "partial", "false_unreachable"):
         if figures.get(key):
             reasons.append(f"{key} {figures[key]}")
