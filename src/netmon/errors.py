@@ -21,6 +21,8 @@ only know the standard library still catch it.
         ├── TaskError                   a task raised something that is not a CollectionError
         ├── SnmpError
         │   ├── SnmpTimeoutError (TimeoutError)        no answer after timeout x retries
+        │   │   ├── SnmpOverloadError                  netmon's engine was starved, not the device
+        │   │   └── SnmpSlowError                      answers arrive, after the timeout
         │   ├── SnmpSecurityError (PermissionError)    USM refused us: time window, security level
         │   │   ├── SnmpUnknownUserError               the agent has no such user
         │   │   ├── SnmpWrongDigestError               wrong auth key or auth protocol

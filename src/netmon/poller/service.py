@@ -37,7 +37,7 @@ from netmon.ssh.drivers import napalm_pool
 from netmon.ssh.hosts import forget_cli_targets
 from netmon.ssh.session import cli_pool
 from netmon.store.batcher import Batcher
-from netmon.store.database import Database
+from netmon.store.database import Database, is_connection_error
 from netmon.store.devices import sync_devices, update_facts
 from netmon.store.health import PollHealthStore
 
@@ -174,7 +174,11 @@ class PollerService:
                 await self._flush()
             except Exception as exc:
                 # Health and facts are state: the next flush carries the latest values.
-                log.warning("poll health not written; will retry", error=str(exc))
+                # A database outage is said once, by the writer; not here every second.
+                if is_connection_error(exc):
+                    log.debug("poll health not written; will retry", error=str(exc))
+                else:
+                    log.warning("poll health not written; will retry", error=str(exc))
 
     def polls(self, device: str) -> bool:
         return self.poller is not None and device in self.poller.device_names
