@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import time
 import uuid
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from netmon.alerts.payloads import Format, GroupInfo, render
 from netmon.alerts.rules import Rule
 from netmon.alerts.webhooks import Webhook
 from netmon.logs import get_logger
+from netmon.store.spool import write_durably
 
 __all__ = ["DirectStats", "OutageNotifier", "SpoolEntry", "SpooledRule"]
 
@@ -123,25 +123,9 @@ def _decode_transition(d: dict[str, Any]) -> Transition:
     )
 
 
-def _write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
-
-
 def _rewrite(path: Path, data: bytes) -> None:
     if path.exists():
-        _write_atomic(path, data)
+        write_durably(path, data)
 
 
 class OutageNotifier:
@@ -210,7 +194,7 @@ class OutageNotifier:
         self._hooks = hooks
         data = json.dumps(raw).encode()
         if data != self._cached:
-            await asyncio.to_thread(_write_atomic, self.directory / _CACHE, data, 0o600)
+            await asyncio.to_thread(write_durably, self.directory / _CACHE, data, 0o600)
             self._cached = data
 
     def _load_cache(self) -> None:
@@ -298,7 +282,7 @@ class OutageNotifier:
                 "messages": messages,
                 "routed": bool(self._hooks),
             }
-            await asyncio.to_thread(_write_atomic, path, json.dumps(entry).encode())
+            await asyncio.to_thread(write_durably, path, json.dumps(entry).encode())
             self.stats.spooled += len(transitions)
             self._measure()
         # Sent by the loop: the recorder goes on at once, whatever the receivers do.

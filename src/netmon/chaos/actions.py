@@ -71,7 +71,7 @@ def _postgres(target: Target) -> PrivatePostgres:
     return PrivatePostgres(target.postgres_root, target.postgres_port)
 
 
-def _relay(path: Any, what: str) -> Any:
+def _relay(path: Path | None, what: str) -> Path:
     if path is None:
         raise FaultUnavailable(f"the target has no relay in front of {what}")
     return path
@@ -131,19 +131,24 @@ def _fault_end(target: Target, kind: str) -> None:
 # -- network latency ---------------------------------------------------------------------
 
 
+def _latency(control: Path, fault: str, delay_s: float, hold_s: float) -> None:
+    target = Target.load()
+    _fault_start(target, fault, delay_s=delay_s)
+    relay_request(control, "set_delay", seconds=delay_s)
+    try:
+        _hold(hold_s)
+    finally:
+        relay_request(control, "set_delay", seconds=0.0)
+        _fault_end(target, fault)
+
+
 def device_latency(
     delay_s: float = 0.5, seconds: float = 120.0, quick_seconds: float | None = 20.0
 ) -> None:
     """Add ``delay_s`` each way to every datagram between netmon and the devices."""
     target = Target.load()
     control = _relay(target.device_relay, "the devices")
-    _fault_start(target, "device_latency", delay_s=delay_s)
-    relay_request(control, "set_delay", seconds=delay_s)
-    try:
-        _hold(_duration(seconds, quick_seconds, target))
-    finally:
-        relay_request(control, "set_delay", seconds=0.0)
-        _fault_end(target, "device_latency")
+    _latency(control, "device_latency", delay_s, _duration(seconds, quick_seconds, target))
 
 
 def database_latency(
@@ -152,13 +157,7 @@ def database_latency(
     """Add ``delay_s`` each way to netmon's database connections."""
     target = Target.load()
     control = _relay(target.database_relay, "the database")
-    _fault_start(target, "database_latency", delay_s=delay_s)
-    relay_request(control, "set_delay", seconds=delay_s)
-    try:
-        _hold(_duration(seconds, quick_seconds, target))
-    finally:
-        relay_request(control, "set_delay", seconds=0.0)
-        _fault_end(target, "database_latency")
+    _latency(control, "database_latency", delay_s, _duration(seconds, quick_seconds, target))
 
 
 # -- the database ------------------------------------------------------------------------

@@ -171,4 +171,6 @@ def run_all(
         outcomes.append(outcome)
         if on_done is not None:
             on_done(outcome)
+        if outcome.status == "interrupted":
+            break  # SIGTERM or Ctrl-C during the experiment: the rest are not run
     return outcomes

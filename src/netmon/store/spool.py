@@ -19,13 +19,35 @@ from pathlib import Path
 from netmon.errors import SpoolError
 from netmon.logs import get_logger
 
-__all__ = ["Spool"]
+__all__ = ["Spool", "write_durably"]
 
 log = get_logger(__name__)
 
 _MAGIC = b"NMSP1"
 _HEADER = struct.Struct(">5sII")  # magic, crc32, payload length
 _SUFFIX = ".batch"
+
+
+def write_durably(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Write ``path`` whole or not at all, and make it survive a crash: a temporary file,
+    fsync, rename over ``path``, fsync of the folder (the rename itself is metadata)."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 class Spool:
@@ -64,22 +86,9 @@ class Spool:
             seq = self._next
             self._next += 1
             final = self.directory / f"{seq:016d}{_SUFFIX}"
-            tmp = final.with_suffix(".tmp")
             try:
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                try:
-                    os.write(fd, record)
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-                os.rename(tmp, final)
-                dir_fd = os.open(self.directory, os.O_RDONLY)
-                try:
-                    os.fsync(dir_fd)
-                finally:
-                    os.close(dir_fd)
+                write_durably(final, record)
             except OSError as exc:
-                tmp.unlink(missing_ok=True)
                 raise SpoolError(f"cannot write spool file {final}: {exc.strerror}") from exc
             self._bytes += len(record)
             self._count += 1
