@@ -120,6 +120,14 @@ def wait_recovered(timeout_s: float = 300.0) -> float | None:
     return None
 
 
+def _keep(figures: dict[str, Any]) -> dict[str, Any]:
+    """A fault's own figures, also in the experiment's line of the report."""
+    window = current()
+    if window is not None:
+        window.extra.update(figures)
+    return figures
+
+
 def _fault_start(target: Target, kind: str, **detail: Any) -> None:
     target.mark("fault_start", fault=kind, **detail)
 
@@ -238,7 +246,7 @@ def memory_pressure(
     finally:
         stress.stop()
         _fault_end(target, "memory_pressure")
-    return {"peak_memory_fraction": round(stress.peak_memory_fraction, 3)}
+    return _keep({"peak_memory_fraction": round(stress.peak_memory_fraction, 3)})
 
 
 def disk_saturation(
@@ -333,7 +341,7 @@ def poller_sigkill(
         if not target.netmon_alive():
             _restart(target)
         _fault_end(target, "poller_sigkill")
-    return {"spool_bytes_at_kill": spooled}
+    return _keep({"spool_bytes_at_kill": int(spooled)})
 
 
 def poller_restart() -> None:
@@ -409,7 +417,7 @@ def device_fails_during_outage(
             _lab(target, {"command": "silence", "device": device, "on": False})
         pg.start()
         _fault_end(target, "device_fails_during_outage")
-    return result
+    return _keep(result)
 
 
 def _lab(target: Target, request: dict[str, Any]) -> dict[str, Any]:

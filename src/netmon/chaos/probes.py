@@ -150,6 +150,7 @@ def figures() -> dict[str, Any]:
             out["api_p99_ms"] = round(p99, 1) if p99 is not None else None
             out["api_errors"] = w.api_errors(*fault)
             out["fault_s"] = round(fault[1] - fault[0], 1)
+        out.update(window.extra)
     return out
 
 

@@ -33,6 +33,7 @@ class Window:
     watcher: Watcher
     faults: list[tuple[float, float | None]] = field(default_factory=list)
     really_down: set[str] = field(default_factory=set)
+    extra: dict[str, object] = field(default_factory=dict)  # a fault's own figures
 
     def marks(self) -> list[Mark]:
         return self.target.marks(self.start)
