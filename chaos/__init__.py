@@ -1,1 +1,1 @@
-"""netmon's Chaos Toolkit experiments (the YAML files here), installed as netmon.chaos.experiments."""
+"""netmon's Chaos Toolkit experiments (the YAML files here), as netmon.chaos.experiments."""
