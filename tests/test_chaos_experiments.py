@@ -67,26 +67,13 @@ def test_experiment_quick(rig: Target, name: str) -> None:
     assert outcome.figures["stored_once"] == outcome.figures["produced"]
 
 
-def test_netmon_chaos_run_prints_the_table_and_json(tmp_path: Path) -> None:
-    """The command a user runs, end to end, with its own rig."""
-    if not _postgres_bin():
-        missing_peer("no PostgreSQL server binaries in /usr/lib/postgresql/*/bin")
+def test_netmon_chaos_run_prints_the_table_and_json(rig: Target) -> None:
+    """The command a user runs, end to end, against the rig (``--target``)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("NETMON_")}
+    command = [sys.executable, "-m", "netmon", "chaos", "run", "--quick", "--json"]
+    command += ["--target", str(rig.path), "--workdir", str(rig.workdir), "database-outage"]
     done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "netmon",
-            "chaos",
-            "run",
-            "--quick",
-            "--json",
-            "--devices",
-            "5",
-            "--workdir",
-            str(tmp_path / "w"),
-            "database-outage",
-        ],
+        command,
         capture_output=True,
         text=True,
         env=env,
@@ -103,5 +90,5 @@ def test_netmon_chaos_run_prints_the_table_and_json(tmp_path: Path) -> None:
     assert line["produced"] == line["stored_once"] > 0
     assert "stored once" in done.stderr
     assert "database-outage" in done.stderr
-    assert (tmp_path / "w" / "report.md").exists()
-    assert (tmp_path / "w" / "journal-database-outage.json").exists()
+    assert (rig.workdir / "report.md").exists()
+    assert (rig.workdir / "journal-database-outage.json").exists()

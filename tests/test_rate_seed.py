@@ -135,3 +135,27 @@ async def test_without_the_database_the_poller_starts_without_seeds(settings: Se
     await service._seed_rates(_plans("r1"))
     feed(service.processor, poll(0, 5_060.0, 100_000))
     assert queue.rates() == []
+
+
+async def test_the_last_polls_of_a_crashed_process_count_once_its_spool_is_replayed(
+    settings: Settings, db: Database
+) -> None:
+    """A process killed during an outage left its last poll in the spool. The next one
+    must not read when r1 was last polled before that spool is replayed: it would poll
+    the same slot again (a cycle stored twice; the chaos suite's
+    poller-sigkill-during-outage saw it)."""
+    from tests.test_writer import unreachable_database, unreachable_settings
+
+    away = unreachable_settings(settings)
+    async with SampleWriter(await unreachable_database(away), away) as dead:
+        result = await dead.write([Sample(SeriesKey("r1", "up"), at(-5), 1)])
+        assert result.spooled == 1
+    writer = SampleWriter(db, settings)
+    await writer.start()
+    try:
+        assert await writer.spool_replayed(30.0)
+        async with db.pool.acquire() as conn:
+            seeds = await load_rate_seeds(conn, ["r1"], timedelta(minutes=2))
+        assert seeds.last_polls == {"r1": at(-5).timestamp()}
+    finally:
+        await writer.close()

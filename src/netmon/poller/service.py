@@ -58,6 +58,10 @@ class ReloadResult:
     error: str | None = None
 
 
+# How long the poller waits at start for a spool left by a crash to be replayed.
+SPOOL_WAIT_S = 30.0
+
+
 class PollerService:
     def __init__(
         self, settings: Settings, db: Database, batcher: Batcher, inventory: Path | None = None
@@ -96,7 +100,13 @@ class PollerService:
         nr, plans = await asyncio.to_thread(self._load)
         await sync_devices(self.db, [p.info for p in plans])
         await self.health.load()
+        # A spool left by a process that died holds its last polls: the store says when
+        # each device was polled only once it is replayed. Without that, the first slot
+        # would be polled again (a cycle stored twice, seen in poller-sigkill-during-outage).
+        replayed = await self.batcher.writer.spool_replayed(SPOOL_WAIT_S)
         seeds = await self._seed_rates(plans)
+        if not replayed:
+            log.info("spool not replayed yet: the slot open now is not caught up")
         self.configs.start()
         self.poller = Poller(
             nr,
@@ -104,7 +114,7 @@ class PollerService:
             self.settings.poller,
             self.processor,
             self.health,
-            last_polls=seeds.last_polls if seeds is not None else None,
+            last_polls=seeds.last_polls if seeds is not None and replayed else None,
         )
         self.poller.start()
         self._flusher = asyncio.create_task(self._flush_loop(), name="netmon-poll-health")

@@ -296,6 +296,16 @@ class SampleWriter:
 
     # -- lifecycle ---------------------------------------------------------------------
 
+    async def spool_replayed(self, within: float) -> bool:
+        """Wait up to ``within`` seconds for the spool to be empty (replayed); whether it
+        is. What a crashed process spooled is in the database only after this."""
+        try:
+            async with asyncio.timeout(within):
+                await self._spool_empty.wait()
+        except TimeoutError:
+            return False
+        return True
+
     async def start(self) -> None:
         """Start the replayer; a spool left by an earlier run is replayed first."""
         if len(self.spool):
