@@ -213,7 +213,9 @@ class Rig:
                 # A frozen database would keep netmon's stop waiting.
                 if self.postgres is not None:
                     self.postgres.thaw()
-                self.target.stop_netmon()
+                # The file, not this object: an experiment that restarted netmon wrote
+                # the new process's PID there (the old one left a netmon running).
+                Target.load(self.target.path).stop_netmon()
         for proc in (self._lab, *self._relays):
             if proc is not None and proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
