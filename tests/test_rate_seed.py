@@ -13,6 +13,8 @@ from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
+
 from netmon.config import Settings
 from netmon.ingest.processor import StoreProcessor
 from netmon.ingest.seed import load_rate_seeds
@@ -21,7 +23,18 @@ from netmon.records import DeviceEvent, Record, Sample, SeriesKey
 from netmon.store.database import Database
 from netmon.store.writer import SampleWriter
 
+# Set per test (the autouse fixture below): the seed query looks back from the real
+# clock, and a module-level time taken at collection is minutes old when a long suite
+# reaches these tests.
 NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+@pytest.fixture(autouse=True)
+def _now() -> None:
+    global NOW
+    NOW = datetime.now(UTC).replace(microsecond=0)
+
+
 IN = SeriesKey.of("r1", "ifHCInOctets", {"ifName": "eth0"}, kind="counter", unit="bytes")
 IN32 = SeriesKey.of("r1", "ifInOctets", {"ifName": "eth0"}, kind="counter", unit="bytes", bits=32)
 UPTIME = SeriesKey.of("r1", "sysUpTime", unit="s")
