@@ -79,12 +79,14 @@ def test_memory_reaches_its_target_and_no_further() -> None:
         assert reached, f"used {used_memory_fraction():.3f}, target {target:.3f}"
         assert stress.peak_memory_fraction <= target + HARD_MARGIN
         assert len(stress._procs) >= 2  # a ramp, not one step
-        peak = stress.peak_memory_fraction
+        holders = [p.pid for p in stress._procs]
     finally:
         stress.stop()
     assert not stress.running
-    # What it took is given back (others on the machine may move it a little).
-    assert _wait_for(lambda: used_memory_fraction() < peak - 0.5 * GIB / total, 10)
+    # What it took is given back: every process that held it is gone. (Not the machine's
+    # used memory: in the full suite other tests allocate at the same time, and a 0.5 GiB
+    # drop within 10 s was not seen once in CI although the workers had ended.)
+    assert _wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in holders), 10)
 
 
 def test_memory_target_is_bounded() -> None:
