@@ -18,7 +18,6 @@ apart as ``in_flight_at_kill`` (see docs/chaos.md).
 
 from __future__ import annotations
 
-import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -27,7 +26,7 @@ from typing import Any
 
 import asyncpg
 
-from netmon.poller.scheduler import phase_of
+from netmon.poller.scheduler import phase_of, slot_times
 
 __all__ = ["CycleRow", "Span", "Tally", "count_cycles", "false_unreachable", "slots", "tally"]
 
@@ -68,9 +67,7 @@ class Tally:
 def slots(device: str, interval: float, start: float, end: float) -> list[int]:
     """The cycle numbers of ``device`` whose slot time lies in ``[start, end)``."""
     phase = phase_of(device, interval)
-    first = math.ceil((start - phase) / interval)
-    last = math.ceil((end - phase) / interval)  # exclusive
-    return list(range(first, last))
+    return [round((t - phase) / interval) for t in slot_times(device, interval, start, end)]
 
 
 def _inside(t: float, spans: Sequence[Span]) -> bool:
