@@ -194,7 +194,8 @@ class LastValues:
         if self._reads is not None:
             reads, self._reads = self._reads, None
             try:
-                await asyncio.wait_for(reads.close(), timeout=5)
+                async with asyncio.timeout(5):
+                    await reads.close()
             except (TimeoutError, OSError, asyncpg.PostgresError):
                 reads.terminate()
 

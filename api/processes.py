@@ -165,7 +165,8 @@ class ApiProcesses:
                     proc.send_signal(signal.SIGTERM)
         for proc in self._procs:
             try:
-                await asyncio.wait_for(proc.wait(), _STOP_WAIT)
+                async with asyncio.timeout(_STOP_WAIT):
+                    await proc.wait()
             except TimeoutError:
                 log.warning("api process did not stop; killing it", pid=proc.pid)
                 with contextlib.suppress(ProcessLookupError):

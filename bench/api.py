@@ -712,7 +712,8 @@ def subscriber_main(ws_url: str, names_file: str) -> None:
         await asyncio.to_thread(sys.stdin.readline)
         for ws in sockets:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(ws.close(), 2)
+                async with asyncio.timeout(2):
+                    await ws.close()
         for task in readers:
             task.cancel()
         await asyncio.gather(*readers, return_exceptions=True)
@@ -786,7 +787,8 @@ async def live_feed(
             await client.stdin.drain()
             line = await asyncio.wait_for(client.stdout.readline(), 60)
             results.append(json.loads(line))
-            await asyncio.wait_for(client.wait(), 30)
+            async with asyncio.timeout(30):
+                await client.wait()
     finally:
         for client in clients:
             if client.returncode is None:

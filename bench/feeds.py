@@ -233,7 +233,8 @@ def ws_clients_main(port: int, tokens_file: str, first: int, count: int) -> None
         result = {"min": min(counts), "total": sum(counts), "closed": closed}
         for ws in sockets:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(ws.close(), 2)
+                async with asyncio.timeout(2):
+                    await ws.close()
         for task in readers:
             task.cancel()
         await asyncio.gather(*readers, return_exceptions=True)
@@ -303,7 +304,8 @@ class Clients:
         for proc in self.procs:
             assert proc.stdout is not None
             results.append(json.loads(await asyncio.wait_for(proc.stdout.readline(), 120)))
-            await asyncio.wait_for(proc.wait(), 60)
+            async with asyncio.timeout(60):
+                await proc.wait()
         self.procs = []
         return results
 
@@ -354,7 +356,8 @@ async def produce(writer: SampleWriter, stop: asyncio.Event) -> None:
         await writer.write(batch)
         tick += 1
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), TICK)
+            async with asyncio.timeout(TICK):
+                await stop.wait()
 
 
 # -- the benchmark -------------------------------------------------------------------------

@@ -25,6 +25,8 @@ from netmon.store.database import Database
 from netmon.store.schema import upgrade
 from tests.snmpd_agent import fresh_snmpd, snmpd
 
+pytest_plugins = ["tests.hang_report"]
+
 __all__ = ["fresh_snmpd", "snmpd"]  # Net-SNMP snmpd peers (tests/snmpd_agent.py) as fixtures
 
 SYSTEM_URL_ENV = "NETMON_TEST_DATABASE_URL"

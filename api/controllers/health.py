@@ -122,7 +122,8 @@ def _budget(ctx: ApiContext) -> float:
 
 async def _bounded(coro: Coroutine[Any, Any, Check], what: str, budget: float) -> Check:
     try:
-        return await asyncio.wait_for(coro, budget)
+        async with asyncio.timeout(budget):
+            return await coro
     except TimeoutError:
         return Check(ok=False, detail=f"{what}: timed out after {budget:g} s")
     except Exception as exc:

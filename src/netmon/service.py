@@ -202,7 +202,8 @@ class Service:
                     raise
                 log.warning("waiting for the database", error=str(exc), retry_in_s=delay)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), timeout=delay)
+                    async with asyncio.timeout(delay):
+                        await self._stop.wait()
                 if self._stop.is_set():
                     return False
                 delay = min(delay * 2, 30.0)
@@ -213,7 +214,8 @@ class Service:
         while not self._stop.is_set():
             if not first:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), timeout=interval)
+                    async with asyncio.timeout(interval):
+                        await self._stop.wait()
             first = False
             if self._stop.is_set():
                 return

@@ -296,7 +296,8 @@ class Deliverer:
                     _log_failure(exc, "webhook delivery: cannot read the outbox")
                 failing = True
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), max(wait, 0.005))
+                async with asyncio.timeout(max(wait, 0.005)):
+                    await self._wake.wait()
 
     async def _dispatch(self) -> float:
         """Start a worker for each due webhook while slots are free; the seconds until the

@@ -409,7 +409,8 @@ class OutageNotifier:
     async def _loop(self) -> None:
         while not self._closing:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._kick.wait(), 1.0)
+                async with asyncio.timeout(1.0):
+                    await self._kick.wait()
             self._kick.clear()
             try:
                 await self._send_files()

@@ -204,7 +204,8 @@ class AlertRecorder:
         conn, self._conn = self._conn, None
         if conn is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(conn.close(), 2)
+                async with asyncio.timeout(2):
+                    await conn.close()
 
     # -- committing ----------------------------------------------------------------------
 

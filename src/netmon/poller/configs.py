@@ -78,7 +78,8 @@ class ConfigBackups:
     async def drain(self, wait_s: float | None = None) -> bool:
         """Wait until everything submitted so far is saved; False after ``wait_s``."""
         try:
-            await asyncio.wait_for(self._idle.wait(), wait_s)
+            async with asyncio.timeout(wait_s):
+                await self._idle.wait()
         except TimeoutError:
             return False
         return True

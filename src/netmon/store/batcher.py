@@ -150,7 +150,8 @@ class Batcher:
             if self._waiting < self.batch_size and not self._closed:
                 # Give the batch time to fill, but flush early once it is full.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._full(), timeout=self.flush_interval)
+                    async with asyncio.timeout(self.flush_interval):
+                        await self._full()
             # At most FLUSHES_IN_FLIGHT at once; the batch is taken only once a slot is
             # free, so it is as full as it can be.
             await self._slots.acquire()

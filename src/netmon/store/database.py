@@ -160,7 +160,8 @@ class Database:
     async def stop(self) -> None:
         if self.engine is not None:
             try:
-                await asyncio.wait_for(self.engine.close_connection_pool(), timeout=10)
+                async with asyncio.timeout(10):
+                    await self.engine.close_connection_pool()
             except _CLOSE_ERRORS:
                 log.warning("database pool did not close cleanly")
             self.engine = None

@@ -97,7 +97,8 @@ class Listener:
         """Return when the connection is gone: closed, or not answering."""
         while not lost.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(lost.wait(), self.keepalive)
+                async with asyncio.timeout(self.keepalive):
+                    await lost.wait()
             if not lost.is_set():
                 await conn.execute("SELECT 1", timeout=self.keepalive_timeout)
 
@@ -113,7 +114,8 @@ def _setter(event: asyncio.Event) -> Callable[[object], None]:
 
 async def _close_quietly(conn: asyncpg.Connection) -> None:
     try:
-        await asyncio.wait_for(conn.close(), timeout=2)
+        async with asyncio.timeout(2):
+            await conn.close()
     except Exception:
         # A connection that will not close cleanly (server gone) is dropped.
         conn.terminate()

@@ -370,7 +370,8 @@ class SampleWriter:
             # live feeds again.
             self._wake.set()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._spool_empty.wait(), self._deadline)
+                async with asyncio.timeout(self._deadline):
+                    await self._spool_empty.wait()
         if self.database_up and not len(self.spool):
             try:
                 stored, dups = await self._bounded(
@@ -413,7 +414,8 @@ class SampleWriter:
         held: list[asyncpg.Connection] = []
         work = asyncio.ensure_future(work_on(held))
         try:
-            return await asyncio.wait_for(asyncio.shield(work), limit)
+            async with asyncio.timeout(limit):
+                return await asyncio.shield(work)
         except TimeoutError:
             for conn in held:
                 with contextlib.suppress(Exception):
@@ -754,7 +756,8 @@ class SampleWriter:
         retry = self.settings.writer.retry_interval.total_seconds()
         while not self._closing:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=retry)
+                async with asyncio.timeout(retry):
+                    await self._wake.wait()
             self._wake.clear()
             if not len(self.spool) and self.database_up:
                 continue
