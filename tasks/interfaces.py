@@ -6,8 +6,8 @@ ifCounterDiscontinuityTime for the rate pipeline. Interfaces are labelled by ifN
 across reboots, unlike ifIndex). Agents without ifXTable fall back to the 32-bit octet
 counters of ifTable. Names and aliases go to the device's facts.
 
-Walks are sized by the table's last size (``tasks/_walk.py``): one GETBULK round trip
-per table once the device is known.
+The ifXTable is walked, sized by its last size (``tasks/_walk.py``); the ifTable
+columns, sparse in their table, are then read by GET for the rows the walk found.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from netmon.snmp.oids import IF, IFX, Oid
 from netmon.snmp.values import VarBind
 from netmon.tasks._interface_keys import interface_key as _key
 from netmon.tasks._values import optional, text
-from netmon.tasks._walk import known_rows, walk_sized
+from netmon.tasks._walk import known_rows, read_rows, walk_sized
 
 __all__ = ["interfaces"]
 
@@ -50,22 +50,35 @@ _LEGACY_OCTETS: dict[Oid, tuple[str, str, Literal[32, 64]]] = {
 _STATE = [IF.ifAdminStatus, IF.ifOperStatus, IF.ifSpeed, IFX.ifHighSpeed]
 _META = [IFX.ifName, IFX.ifAlias, IFX.ifCounterDiscontinuityTime]
 _COLUMNS = [*_META, *_STATE, *_COUNTERS]
+_IFX_COLUMNS = [c for c in _COLUMNS if c[:-1] == IFX.ifName[:-1]]
+_IF_COLUMNS = [c for c in _COLUMNS if c[:-1] == IF.ifOperStatus[:-1]]
 
 
 def interfaces(task: Task) -> Result:
     target = snmp_target(task.host)
     guess = None
-    if known_rows(target, _COLUMNS[0]) is None:
+    if known_rows(target, _IFX_COLUMNS[0]) is None:
         # First poll: ask how many interfaces there are, rather than fetch 25 rows of 19
         # columns and throw most away.
         (count,) = engine_for(target).get(target, [IF.ifNumber])
         guess = count.value if isinstance(count.value, int) else None
-    table = walk_sized(target, _COLUMNS, first_guess=guess)
+    # Each counter is stamped with when the device answered with it, not when the walk
+    # ended: the walk is many round trips, and a rate is only as good as its interval.
+    times: dict[Oid, dict[Oid, float]] = {}
+    table = walk_sized(target, _IFX_COLUMNS, first_guess=guess, times=times)
+    rows = sorted({index for column in _IFX_COLUMNS for index in table[column]})
+    if rows:
+        # ifXTable augments ifTable: the same rows, so the sparse ifTable columns are
+        # read by GET, in a third of the round trips of walking them one by one.
+        table.update(read_rows(target, _IF_COLUMNS, rows, times=times))
+    else:
+        table.update(walk_sized(target, _IF_COLUMNS, times=times))
     counters = dict(_COUNTERS)
     if not table[IFX.ifHCInOctets] and table[IF.ifOperStatus]:
-        table.update(walk_sized(target, list(_LEGACY_OCTETS)))
+        table.update(walk_sized(target, list(_LEGACY_OCTETS), times=times))
         counters.update(_LEGACY_OCTETS)
     now = datetime.now(UTC)
+    stamps = {t: datetime.fromtimestamp(t, UTC) for t in _distinct(times)}
     device = task.host.name
     records: list[Record] = []
     names: dict[str, dict[str, object]] = {}
@@ -77,10 +90,15 @@ def interfaces(task: Task) -> Result:
             value = optional(table[column].get(index), int)
             if value is not None:
                 key = _key(device, metric, name, "counter", unit, bits)
-                records.append(Sample(key, now, value))
+                at = times[column].get(index)
+                records.append(Sample(key, now if at is None else stamps[at], value))
         records.extend(_state_samples(device, name, table, index, now))
     records.append(DeviceFacts(device, now, {"interfaces": names}))
     return Result(host=task.host, result=records)
+
+
+def _distinct(times: dict[Oid, dict[Oid, float]]) -> set[float]:
+    return {t for cells in times.values() for t in cells.values()}
 
 
 def _state_samples(

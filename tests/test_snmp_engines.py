@@ -29,8 +29,10 @@ from netmon.snmp.client import SnmpClient
 from netmon.snmp.credentials import PrivProtocol, snmp_credentials
 from netmon.snmp.engines import SnmpEngine
 from netmon.snmp.gufo_engine import GufoEngine
-from netmon.snmp.oids import IF, IFX, SYSTEM
+from netmon.snmp.oids import IF, IFX, SYSTEM, Oid
 from netmon.snmp.target import SnmpTarget
+from netmon.tasks import _walk as walk_module
+from netmon.tasks._walk import read_rows
 from netmon.tasks.interfaces import interfaces
 from netmon.tasks.resources import resources
 from netmon.tasks.system import system
@@ -262,6 +264,29 @@ def test_walks_agree_with_snmpwalk(agent: Snmpd, engine: SnmpEngine, target: Tar
     assert set(table[IF.ifOperStatus]) == set(names)
     assert all(vb.type == "Counter64" for vb in table[IFX.ifHCInOctets].values())
     assert all(vb.type == "Counter32" for vb in table[IF.ifInErrors].values())
+
+
+@engines
+def test_rows_read_by_get_are_what_a_walk_reads(
+    agent: Snmpd, engine: SnmpEngine, target: Target, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The interfaces task reads the ifTable's sparse columns by GET for the rows the
+    ifXTable walk found: the same cells as walking them, with a row that is not there
+    left out, and more cells than one GET carries split over several."""
+    t = target(agent, "sha256-aes128", engine=engine.name)
+    columns = [IF.ifAdminStatus, IF.ifOperStatus, IF.ifSpeed, IF.ifInErrors, IF.ifOutErrors]
+    walked = engine.walk(t, columns)
+    rows = sorted(walked[IF.ifOperStatus])
+    monkeypatch.setattr(walk_module, "VALUES_PER_GET", 3)  # several GETs for a few rows
+    times: dict[Oid, dict[Oid, float]] = {}
+    got = read_rows(t, columns, [*rows, (999_999,)], times=times)
+    for column in (IF.ifAdminStatus, IF.ifOperStatus, IF.ifSpeed):
+        assert got[column] == walked[column], column
+    for column in (IF.ifInErrors, IF.ifOutErrors):  # counters: moving, but the same cells
+        assert set(got[column]) == set(walked[column])
+        assert all(vb.type == "Counter32" for vb in got[column].values())
+    assert all(set(times[c]) == set(got[c]) for c in columns)
+    assert len({t for cells in times.values() for t in cells.values()}) > 1
 
 
 def test_both_engines_give_the_same_records(

@@ -55,7 +55,7 @@ from netmon.snmp.lateness import LagMonitor, is_overload
 from netmon.snmp.oids import Oid, name_of
 from netmon.snmp.target import SnmpTarget
 from netmon.snmp.usm import AUTH_PROTOCOLS, PRIV_PROTOCOLS
-from netmon.snmp.values import Missing, VarBind, from_pysnmp
+from netmon.snmp.values import Missing, VarBind, answered_at, from_pysnmp
 
 __all__ = ["SnmpClient", "SnmpTarget", "shared_client"]
 
@@ -264,10 +264,16 @@ class SnmpClient:
         return self.submit(coro, _deadline(target))
 
     def walk(
-        self, target: SnmpTarget, columns: Sequence[Oid], *, max_repetitions: int | None = None
+        self,
+        target: SnmpTarget,
+        columns: Sequence[Oid],
+        *,
+        max_repetitions: int | None = None,
+        times: dict[Oid, dict[Oid, float]] | None = None,
     ) -> dict[Oid, dict[Oid, VarBind]]:
-        """Read whole table columns, and only those: {column: {index: varbind}}."""
-        coro = self.awalk(target, columns, max_repetitions=max_repetitions)
+        """Read whole table columns, and only those: {column: {index: varbind}}; with
+        ``times``, when the device answered with each cell (``SnmpEngine.walk``)."""
+        coro = self.awalk(target, columns, max_repetitions=max_repetitions, times=times)
         # A walk is many requests; its deadline grows with what it has received.
         return self.submit(coro, target.request_deadline * 20)
 
@@ -295,17 +301,27 @@ class SnmpClient:
         return self._convert(target, reply)
 
     async def awalk(
-        self, target: SnmpTarget, columns: Sequence[Oid], *, max_repetitions: int | None = None
+        self,
+        target: SnmpTarget,
+        columns: Sequence[Oid],
+        *,
+        max_repetitions: int | None = None,
+        times: dict[Oid, dict[Oid, float]] | None = None,
     ) -> dict[Oid, dict[Oid, VarBind]]:
         table: dict[Oid, dict[Oid, VarBind]] = {c: {} for c in columns}
+        if times is not None:
+            for column in columns:
+                times[column] = {}
         cursor = {c: c for c in columns}
         active = list(dict.fromkeys(columns))
         for _ in range(_MAX_WALK_REQUESTS):
             if not active:
                 return table
+            sent = time.time()
             row = await self.aget_bulk(
                 target, [cursor[c] for c in active], max_repetitions=max_repetitions
             )
+            at = answered_at(sent, time.time())
             if not row:
                 raise SnmpMalformedReplyError(f"{target.device}: empty GETBULK response")
             done: set[Oid] = set()
@@ -322,6 +338,8 @@ class SnmpClient:
                         f"{name_of(column)}: {name_of(vb.oid)}"
                     )
                 table[column][vb.oid[len(column) :]] = vb
+                if times is not None:
+                    times[column][vb.oid[len(column) :]] = at
                 cursor[column] = vb.oid
             active = [c for c in active if c not in done]
         raise SnmpMalformedReplyError(f"{target.device}: walk did not end")

@@ -31,10 +31,18 @@ class SnmpEngine(Protocol):
         ...
 
     def walk(
-        self, target: SnmpTarget, columns: Sequence[Oid], *, max_repetitions: int | None = None
+        self,
+        target: SnmpTarget,
+        columns: Sequence[Oid],
+        *,
+        max_repetitions: int | None = None,
+        times: dict[Oid, dict[Oid, float]] | None = None,
     ) -> dict[Oid, dict[Oid, VarBind]]:
         """Whole table columns: {column: {index: varbind}}; ``max_repetitions`` rows per
-        request and column."""
+        request and column. With ``times``, ``times[column][index]`` is when the device
+        answered with that cell (epoch seconds, ``values.answered_at``): a walk is many
+        round trips, and counters' rates need each reading's own time.
+        """
         ...
 
 

@@ -75,7 +75,7 @@ from netmon.snmp.failures import failure, overload, slow
 from netmon.snmp.lateness import LagMonitor, is_overload
 from netmon.snmp.oids import SMI_TYPES, Oid, name_of, parse_oid, smi_type
 from netmon.snmp.target import SnmpTarget
-from netmon.snmp.values import Missing, VarBind
+from netmon.snmp.values import Missing, VarBind, answered_at
 
 __all__ = ["GufoEngine", "shared_gufo"]
 
@@ -217,22 +217,33 @@ class GufoEngine:
         return out
 
     def walk(
-        self, target: SnmpTarget, columns: Sequence[Oid], *, max_repetitions: int | None = None
+        self,
+        target: SnmpTarget,
+        columns: Sequence[Oid],
+        *,
+        max_repetitions: int | None = None,
+        times: dict[Oid, dict[Oid, float]] | None = None,
     ) -> dict[Oid, dict[Oid, VarBind]]:
         """Read whole table columns, and only those: {column: {index: varbind}}.
-        ``max_repetitions`` is rows per column, as for one multi-column GETBULK."""
+        ``max_repetitions`` is rows per column, as for one multi-column GETBULK. With
+        ``times``, ``times[column][index]`` is when the device answered with that cell
+        (epoch seconds, see :func:`answered_at`)."""
         rows = max_repetitions or target.credentials.max_repetitions
         table: dict[Oid, dict[Oid, VarBind]] = {c: {} for c in columns}
+        if times is not None:
+            for column in columns:
+                times[column] = {}
         by_entry: dict[Oid, list[Oid]] = {}
         for column in dict.fromkeys(columns):
             by_entry.setdefault(column[:-1], []).append(column)
         for entry, wanted in by_entry.items():
             last = max(c[-1] for c in wanted)
             if len(wanted) > 1 and 2 * len(wanted) >= last:
-                self._walk_entry(target, entry, wanted, rows, table)
+                self._walk_entry(target, entry, wanted, rows, table, times)
             else:
                 for column in wanted:
-                    self._walk_column(target, column, rows, table[column])
+                    cell_times = None if times is None else times[column]
+                    self._walk_column(target, column, rows, table[column], cell_times)
         self.stats["values"] += sum(len(cells) for cells in table.values())
         return table
 
@@ -246,8 +257,11 @@ class GufoEngine:
 
     # -- walks -----------------------------------------------------------------------
 
-    def _bulk(self, target: SnmpTarget, prefix: str, repetitions: int) -> list[tuple[str, Any]]:
-        """Every (oid, value) under ``prefix``, by GETBULK.
+    def _bulk(
+        self, target: SnmpTarget, prefix: str, repetitions: int
+    ) -> tuple[list[tuple[str, Any]], list[float]]:
+        """Every (oid, value) under ``prefix``, by GETBULK, and for each the time its
+        answer came (:func:`answered_at`).
 
         gufo-snmp's own iterator ends quietly when it cannot take an answer (seen with
         Net-SNMP answering 99 repetitions that run past the subtree), which would lose
@@ -258,21 +272,29 @@ class GufoEngine:
         while True:
             reps = min(repetitions, self._max_bulk.get(target.device, MAX_BULK))
 
-            def read(s: SnmpSession, reps: int = reps) -> list[tuple[str, Any]] | None:
+            def read(
+                s: SnmpSession, reps: int = reps
+            ) -> tuple[list[tuple[str, Any]], list[float]] | None:
                 walk = GetIter(prefix, reps)
                 sock: Any = s._sock
                 got: list[tuple[str, Any]] = []
+                at: list[float] = []
                 for _ in range(_MAX_WALK_REQUESTS):
+                    sent = time.time()
                     try:
                         chunk = sock.get_bulk(walk)
                     except StopAsyncIteration:
                         return None
+                    before = len(got)
+                    ended = False
                     for item in chunk:
                         if item is None:
-                            return got
+                            ended = True
+                            break
                         got.append(item)
-                    if not chunk:
-                        return got
+                    at.extend([answered_at(sent, time.time())] * (len(got) - before))
+                    if ended or not chunk:
+                        return got, at
                 raise failure(SnmpMalformedReplyError, target, f"walk of {prefix} did not end")
 
             got = self._call(target, read)
@@ -286,14 +308,22 @@ class GufoEngine:
             self.stats["bulk_shrunk"] += 1
 
     def _walk_column(
-        self, target: SnmpTarget, column: Oid, rows: int, into: dict[Oid, VarBind]
+        self,
+        target: SnmpTarget,
+        column: Oid,
+        rows: int,
+        into: dict[Oid, VarBind],
+        times: dict[Oid, float] | None,
     ) -> None:
         prefix = ".".join(map(str, column))
         smi = SMI_TYPES.get(column)
         cut = len(prefix) + 1
         last: Oid = column
-        for name, raw in self._bulk(target, prefix, rows + 1):
+        got, at = self._bulk(target, prefix, rows + 1)
+        for position, (name, raw) in enumerate(got):
             index = self._index(target, column, name[cut:])
+            if times is not None:
+                times[index] = at[position]
             oid = (*column, *index)
             if oid <= last:
                 raise failure(
@@ -312,6 +342,7 @@ class GufoEngine:
         wanted: list[Oid],
         rows: int,
         table: dict[Oid, dict[Oid, VarBind]],
+        times: dict[Oid, dict[Oid, float]] | None,
     ) -> None:
         prefix = ".".join(map(str, entry))
         cut = len(prefix) + 1
@@ -319,7 +350,8 @@ class GufoEngine:
         wanted_numbers = {c[-1]: c for c in wanted}
         last_number = 0
         last_index: Oid = ()
-        for name, raw in self._bulk(target, prefix, (rows + 1) * last_column):
+        got, at = self._bulk(target, prefix, (rows + 1) * last_column)
+        for position, (name, raw) in enumerate(got):
             number_text, _, index_text = name[cut:].partition(".")
             try:
                 number = int(number_text)
@@ -340,6 +372,8 @@ class GufoEngine:
                     SnmpMalformedReplyError, target, f"OID not increasing in walk: {name}"
                 )
             last_index = index
+            if times is not None:
+                times[column][index] = at[position]
             smi = SMI_TYPES.get(column)
             if type(raw) is int:  # most cells: counters, gauges, states
                 table[column][index] = VarBind((*column, *index), raw, smi or "Integer")

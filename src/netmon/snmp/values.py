@@ -13,7 +13,15 @@ from typing import Any, NamedTuple
 
 from netmon.snmp.oids import Oid
 
-__all__ = ["COUNTER_TYPES", "INTEGER_TYPES", "Missing", "SnmpValue", "VarBind", "from_pysnmp"]
+__all__ = [
+    "COUNTER_TYPES",
+    "INTEGER_TYPES",
+    "Missing",
+    "SnmpValue",
+    "VarBind",
+    "answered_at",
+    "from_pysnmp",
+]
 
 
 class Missing(enum.Enum):
@@ -30,6 +38,19 @@ INTEGER_TYPES = frozenset(
     {"Integer", "Integer32", "Counter32", "Gauge32", "Unsigned32", "TimeTicks", "Counter64"}
 )
 COUNTER_TYPES = {"Counter32": 32, "Counter64": 64}
+
+
+def answered_at(sent: float, received: float) -> float:
+    """When the device read the values of an answer: halfway between the request's send
+    and the answer's arrival (a path as slow both ways).
+
+    A counter's rate divides its growth by the time between two of its readings. Stamped
+    at the end of a poll, a counter read ten round trips earlier carries ten round trips
+    of error, and when the round trip changes (a congested link, a relay) the rate is off
+    by that change over the interval: doubled once, in a chaos run, and then dropped as
+    faster than the link. Stamped per answer, what is left is the path's asymmetry.
+    """
+    return sent + (received - sent) / 2
 
 
 class VarBind(NamedTuple):
