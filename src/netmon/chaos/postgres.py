@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -125,10 +126,7 @@ class PrivatePostgres:
                 str(self._bin / "initdb"), "-A", "trust", "-U", "postgres", "-D", str(self.data)
             )
         self._port_file.write_text(str(self.port))
-        options = (
-            f"-c listen_addresses=127.0.0.1 -c port={self.port} "
-            f"-c unix_socket_directories={self.cluster} -c fsync=on -c max_connections=100"
-        )
+        options = self._options()
         self._run(
             str(self._bin / "pg_ctl"),
             "-w",
@@ -153,6 +151,20 @@ class PrivatePostgres:
                 "postgres",
                 "netmon",
             )
+
+    def _options(self) -> str:
+        return (
+            f"-c listen_addresses=127.0.0.1 -c port={self.port} "
+            f"-c unix_socket_directories={self.cluster} -c fsync=on -c max_connections=100"
+        )
+
+    def start_command(self) -> str:
+        """The shell command that starts this (stopped) cluster again."""
+        command = shlex.join(
+            [str(self._bin / "pg_ctl"), "-w", "-o", self._options(), "-D", str(self.data), "start"]
+        )
+        user = self._user()
+        return command if user is None else f"su {user} -c {shlex.quote(command)}"
 
     def stop(self, mode: str = "fast") -> None:
         if not self.is_running():

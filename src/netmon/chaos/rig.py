@@ -207,7 +207,9 @@ class Rig:
 
     # -- stop -------------------------------------------------------------------------
 
-    def stop(self) -> None:
+    def stop(self, *, keep_database: bool = False) -> None:
+        """Stop everything the rig started; ``keep_database`` stops PostgreSQL cleanly and
+        keeps its cluster (``postgres/cluster`` names the folder), to query afterwards."""
         if self.target is not None:
             with contextlib.suppress(Exception):
                 # A frozen database would keep netmon's stop waiting.
@@ -229,7 +231,10 @@ class Rig:
         if self.postgres is not None:
             with contextlib.suppress(Exception):
                 self.postgres.thaw()
-            self.postgres.destroy()  # its log stays in the work folder
+            if keep_database:
+                self.postgres.stop("fast")
+            else:
+                self.postgres.destroy()  # its log stays in the work folder
 
 
 def _spawn(command: list[str], log: Path, *, nice: int = 0) -> subprocess.Popen[bytes]:

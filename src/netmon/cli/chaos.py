@@ -103,7 +103,11 @@ def run(
         bool, typer.Option("--json", help="One JSON object per experiment on stdout.")
     ] = False,
     keep: Annotated[
-        bool, typer.Option(help="Keep the work folder even when every experiment passed.")
+        bool,
+        typer.Option(
+            help="Keep the work folder even when every experiment passed, and the rig's "
+            "database, stopped, to query afterwards (the report says how to start it)."
+        ),
     ] = False,
 ) -> None:
     """Start a private netmon (its own PostgreSQL, the lab, relays before both), run the
@@ -186,11 +190,15 @@ def run(
         finally:
             progress.update(overall, description="stopping the rig")
             if rig is not None:
-                rig.stop()
+                rig.stop(keep_database=keep)
     report = folder / "report.md"
     report.write_text(markdown(outcomes, quick=quick, devices=count, interval_s=every))
     console.print(table(outcomes))
     console.print(f"report: {report}")
+    if keep and rig is not None and rig.postgres is not None and rig.postgres.cluster:
+        console.print(
+            f"database kept: {rig.postgres.start_command()}, then psql {rig.postgres.url}"
+        )
     failed = [o for o in outcomes if not o.passed and o.status != "skipped"]
     if not failed and not keep and workdir is None:
         shutil.rmtree(folder / "postgres", ignore_errors=True)  # the bulk of it
