@@ -7,6 +7,7 @@ import asyncio
 import threading
 
 import pytest
+import structlog
 
 from netmon.lab import Lab
 from netmon.poller.inventory import load_inventory, plan_polls
@@ -43,6 +44,23 @@ async def test_an_overrun_is_recorded_and_skipped_never_stacked(lab, db, setting
     rows = await conn.fetch("SELECT overruns FROM poll_health")
     assert len(rows) == 3
     assert all(r["overruns"] >= 1 for r in rows)
+
+
+async def test_polls_past_max_in_flight_wait_and_say_so(lab, db, settings, conn, tmp_path, caplog):
+    """The limit is the operator's: polls beyond it wait (counted, with a warning that
+    names the setting), and never more than that many run."""
+    slow.reset(delay=1.0)
+    inventory = fast_inventory(lab, tmp_path / "inv", interval="2s", tasks=["slow_probe"])
+    config = poller_settings(settings, task_modules=["tests.user_tasks.slow"], max_in_flight=1)
+    with structlog.testing.capture_logs() as logs:
+        async with running_poller(config, db, inventory) as service:
+            await eventually(lambda: _done(service, 4), timeout=30, what="four polls")
+            assert service.poller is not None
+            assert service.poller.stats.waited >= 2
+    assert slow.max_concurrent() == 1
+    warned = [e for e in logs if "poller.max_in_flight polls are running" in e["event"]]
+    assert len(warned) == 1, warned  # once per 5 minutes, not once per poll
+    assert warned[0]["max_in_flight"] == 1
 
 
 async def _done(service, polls: int) -> bool:

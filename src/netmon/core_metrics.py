@@ -106,6 +106,12 @@ class CoreCollector:
             value=s.late,
         )
         yield CounterMetricFamily(
+            "netmon_polls_waited_for_slot",
+            "Polls that found poller.max_in_flight polls running and waited for one to "
+            "end. Rising: raise poller.max_in_flight.",
+            value=s.waited,
+        )
+        yield CounterMetricFamily(
             "netmon_poll_samples",
             "Samples the polls handed to the writer, derived rates included.",
             value=s.samples,

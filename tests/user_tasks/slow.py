@@ -16,15 +16,17 @@ __all__ = ["slow_probe"]
 _lock = threading.Lock()
 _running: Counter[str] = Counter()
 _peak: Counter[str] = Counter()
+_peak_all = 0
 _started = 0
 _delay = 1.0
 
 
 def reset(delay: float) -> None:
-    global _started, _delay
+    global _started, _delay, _peak_all
     with _lock:
         _running.clear()
         _peak.clear()
+        _peak_all = 0
         _started = 0
         _delay = delay
 
@@ -37,12 +39,18 @@ def max_concurrent_per_device() -> int:
     return max(_peak.values(), default=0)
 
 
+def max_concurrent() -> int:
+    """The most polls of any devices that ran at once."""
+    return _peak_all
+
+
 def enter_and_leave(device: str) -> None:
-    global _started
+    global _started, _peak_all
     with _lock:
         _started += 1
         _running[device] += 1
         _peak[device] = max(_peak[device], _running[device])
+        _peak_all = max(_peak_all, sum(_running.values()))
     time.sleep(_delay)
     with _lock:
         _running[device] -= 1

@@ -90,9 +90,11 @@ class PollerStats:
     # unless the process is starved (CPU, a blocked event loop) or max_in_flight is full.
     start_lag: Histogram = field(default_factory=lambda: Histogram(POLL_SECONDS_BUCKETS))
     late: int = 0  # polls started more than LATE_AFTER after their slot
+    waited: int = 0  # polls that found max_in_flight polls running and waited
 
 
 LATE_AFTER = 2.0  # seconds
+AT_LIMIT_WARN_EVERY = 300.0  # seconds between warnings that max_in_flight is reached
 
 # The tasks that read a device's configuration: what an on-demand backup runs.
 CONFIG_TASKS = ("netconf_config", "cli_config")
@@ -194,6 +196,7 @@ class Poller:
         self._queue: list[tuple[float, int, _Slot]] = []
         self._seq = 0
         self._slots_free = asyncio.Semaphore(settings.max_in_flight)
+        self._warned_at_limit = -AT_LIMIT_WARN_EVERY
         self._pool = ThreadPoolExecutor(settings.max_in_flight, thread_name_prefix="netmon-poll")
         self._polls: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
@@ -327,6 +330,8 @@ class Poller:
         try:
             if jitter:
                 await asyncio.sleep(jitter)
+            if self._slots_free.locked():
+                self._at_limit()
             async with self._slots_free:
                 if self._stopping:
                     return
@@ -340,6 +345,18 @@ class Poller:
             log.exception("poll failed unexpectedly", device=slot.plan.name)
         finally:
             slot.busy = False
+
+    def _at_limit(self) -> None:
+        self.stats.waited += 1
+        now = self._clock()
+        if now - self._warned_at_limit >= AT_LIMIT_WARN_EVERY:
+            self._warned_at_limit = now
+            log.warning(
+                "poller.max_in_flight polls are running: polls wait for a slot and start "
+                "late, and overrun when they wait too long; raise poller.max_in_flight",
+                max_in_flight=self.settings.max_in_flight,
+                waited=self.stats.waited,
+            )
 
     def _started(self, planned: float) -> None:
         lag = max(0.0, self._clock() - planned)
