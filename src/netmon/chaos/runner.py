@@ -95,6 +95,10 @@ def verdict(name: str, journal: dict[str, Any]) -> Outcome:
         activity = run.get("activity", {})
         if run.get("status") != "succeeded":
             reasons.append(f"{activity.get('name')}: {_one_line(run.get('exception'))}")
+            if "InterruptExecution" in str(run.get("exception")):
+                # SIGTERM during a Python action (a fault's hold) fails that action;
+                # chaoslib then calls the run "failed", but the user asked to stop.
+                status = "interrupted"
         if activity.get("name") == "figures" and isinstance(run.get("output"), dict):
             figures = run["output"]
     unavailable = [r for r in reasons if "FaultUnavailable" in r or "the target" in r]
