@@ -79,14 +79,22 @@ def table(outcomes: Sequence[Outcome]) -> Table:
     return t
 
 
-def markdown(outcomes: Sequence[Outcome], *, quick: bool, devices: int, interval_s: float) -> str:
+def markdown(
+    outcomes: Sequence[Outcome],
+    *,
+    quick: bool,
+    devices: int,
+    interval_s: float,
+    interfaces: int | None = None,
+) -> str:
     passed = sum(o.passed for o in outcomes)
+    ports = "8-48" if interfaces is None else str(interfaces)
     head = [
         "# netmon chaos report",
         "",
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, netmon {__version__}, "
-        f"{platform.node()} ({platform.machine()}), {devices} lab devices every "
-        f"{interval_s:g} s, {'quick' if quick else 'full-length'} faults. "
+        f"{platform.node()} ({platform.machine()}), {devices} lab devices ({ports} "
+        f"interfaces each) every {interval_s:g} s, {'quick' if quick else 'full-length'} faults. "
         f"**{passed} of {len(outcomes)} passed.**",
         "",
         "| " + " | ".join(title for title, _ in _COLUMNS) + " |",

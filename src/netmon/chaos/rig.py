@@ -54,6 +54,7 @@ class RigOptions:
     interval_s: float = 10.0
     quick: bool = True
     jitter_s: float = 0.0
+    interfaces: int | None = None  # per lab device; None: the lab's 8..48, fixed per name
 
 
 def warm_up_s(interval_s: float) -> float:
@@ -137,6 +138,7 @@ class Rig:
                 "--snmp-only",
                 "--control",
                 str(lab_control),
+                *([] if o.interfaces is None else ["--interfaces", str(o.interfaces)]),
             ],
             w / "lab.log",
             nice=-10,
