@@ -8,10 +8,12 @@ import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
+from netmon.api.controllers import health
 from netmon.api.controllers.health import READY_TTL
 from netmon.config import Settings
 from tests.api_helpers import (
@@ -38,28 +40,40 @@ async def test_live_and_ready_without_a_token(api: Api) -> None:
     assert ready["checks"]["poller"]["detail"] == "no polls recorded yet"
 
 
-async def test_a_flood_of_ready_probes_costs_one_round_of_checks_a_second(api: Api) -> None:
-    # /health/ready is public: without a cache every probe was three database round trips.
-    async def commits() -> int:
-        async with api.db.pool.acquire() as conn:
-            n: int = await conn.fetchval(
-                "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
-            )
-            await conn.execute("SELECT pg_stat_clear_snapshot()")
-        return n
+async def test_a_flood_of_ready_probes_costs_one_round_of_checks_a_second(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """/health/ready is public: without a cache every probe was three database round
+    trips. Counted in the checks themselves: the database's own transaction count also
+    moves with the API's background work (listener keepalives, connection resets), and
+    a CI run once saw 18 where the bound allowed 13."""
+    rounds = 0
+    queries = 0
+    checks, query = health._checks, health._query
 
-    before = await commits()
+    async def counted_checks(ctx: Any) -> Any:
+        nonlocal rounds
+        rounds += 1
+        return await checks(ctx)
+
+    async def counted_query(*args: Any, **kwargs: Any) -> Any:
+        nonlocal queries
+        queries += 1
+        return await query(*args, **kwargs)
+
+    monkeypatch.setattr(health, "_checks", counted_checks)
+    monkeypatch.setattr(health, "_query", counted_query)
+    await asyncio.sleep(READY_TTL)  # what an earlier request cached has expired
     started = time.monotonic()
     async with httpx.AsyncClient(base_url=api.url) as c:
         answers = await asyncio.gather(*(c.get("/health/ready") for _ in range(300)))
     seconds = time.monotonic() - started
-    await asyncio.sleep(0.6)  # statistics reach pg_stat_database within 500 ms
-    spent = await commits() - before
     assert {a.status_code for a in answers} == {200}
-    assert len({a.json()["checked_at"] for a in answers}) <= seconds / READY_TTL + 2
-    # A round is two queries (the migrations check stops once current); the rest of the
-    # count is this test's own two statistics reads.
-    assert spent <= 3 * (seconds / READY_TTL + 2) + 2, (spent, seconds)
+    assert 1 <= rounds <= seconds / READY_TTL + 2, (rounds, seconds)
+    assert len({a.json()["checked_at"] for a in answers}) <= rounds
+    # A round asks the database at most twice (the connection and the poller's last
+    # poll; the migrations check stops asking once the schema is current).
+    assert queries <= 2 * rounds, (queries, rounds)
 
 
 async def test_a_lagging_poller_makes_ready_fail(api: Api) -> None:
