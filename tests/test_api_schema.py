@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import sys
 from collections import Counter, defaultdict
 from datetime import UTC, datetime, timedelta
@@ -214,6 +215,9 @@ async def run_schemathesis(api: Api, role: str, report_dir: Path) -> tuple[int, 
     return proc.returncode, out.decode(errors="replace")
 
 
+_STATUS_LINE = re.compile(r"\d{3} [^:]* \(\d+ operations?\):$")
+
+
 def warnings(out: str) -> set[tuple[str, str]]:
     """(warning, operation) pairs of a run's WARNINGS section (a warning naming no
     operation gives ``(warning, "")``)."""
@@ -227,8 +231,10 @@ def warnings(out: str) -> set[tuple[str, str]]:
         if text.startswith("- "):
             found.discard((title, ""))
             found.add((title, text[2:].strip()))
-        elif line.startswith(("  ", "\t")) and title:
-            continue  # a status line under the warning ("401 Unauthorized (1 operation):")
+        elif title and (line.startswith(("  ", "\t")) or _STATUS_LINE.match(text)):
+            # A status line under the warning ("401 Unauthorized (1 operation):"), which
+            # schemathesis prints indented or not.
+            continue
         else:
             title = text.split(":", 1)[0]
             found.add((title, ""))
