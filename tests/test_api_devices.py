@@ -117,16 +117,21 @@ async def test_changes_only_to_devices_no_sync_owns_and_each_is_audited(api: Api
         cleared = await c.patch(f"/api/v1/devices/{ext['id']}", json={"site": None})
         assert cleared.json()["site"] is None
         owned = (await c.get("/api/v1/devices", params={"name": "r0"})).json()["items"][0]
-        assert owned["owner"] == "inventory"
+        assert owned["owner"] == "yaml"
+        assert owned["lifecycle"] == "active"
         refused = await c.patch(f"/api/v1/devices/{owned['id']}", json={"role": "x"})
         assert refused.status_code == 409
-        assert "inventory" in refused.json()["detail"]
+        assert "yaml inventory" in refused.json()["detail"]
         assert (await c.delete(f"/api/v1/devices/{owned['id']}")).status_code == 409
         assert (await c.delete(f"/api/v1/devices/{ext['id']}")).status_code == 204
         assert (await c.get(f"/api/v1/devices/{ext['id']}")).status_code == 404
     async with api.client("admin") as c:
         entries = (await c.get("/api/v1/audit", params={"resource": "device"})).json()["items"]
     actions = [(e["action"], e["actor"]) for e in entries]
+    # The sync's own changes are audited too, under the source and poller.
+    assert actions[-1] == ("create", "inventory:yaml@default")
+    actions = [a for a in actions if a[1] == "test-operator"]
+    entries = [e for e in entries if e["actor"] == "test-operator"]
     assert actions == [
         ("delete", "test-operator"),
         ("update", "test-operator"),
@@ -139,12 +144,23 @@ async def test_changes_only_to_devices_no_sync_owns_and_each_is_audited(api: Api
     assert entries[2]["after"]["role"] == "edge"
 
 
-async def test_a_host_removed_from_the_inventory_is_released_to_the_api(api: Api) -> None:
+async def test_a_host_removed_from_the_inventory_is_retired_and_may_then_be_deleted(
+    api: Api,
+) -> None:
     await _inventory(api, 2)
     await sync_devices(api.db, [DeviceInfo("r0", None, "lon1", None, None, ())])
     async with api.client("operator") as c:
         r1 = (await c.get("/api/v1/devices", params={"name": "r1"})).json()["items"][0]
-        assert r1["owner"] is None
+        assert r1["owner"] == "yaml"
+        assert r1["lifecycle"] == "retired"
+        assert r1["status"] == "retired"
+        assert r1["retired_reason"] == "left the yaml inventory"
+        retired = (await c.get("/api/v1/devices", params={"status": "retired"})).json()
+        assert [d["name"] for d in retired["items"]] == ["r1"]
+        up_or_unknown = (await c.get("/api/v1/devices", params={"status": "unknown"})).json()
+        assert [d["name"] for d in up_or_unknown["items"]] == ["r0"]
+        # Still the inventory's to change, but no longer polled: it may be deleted.
+        assert (await c.patch(f"/api/v1/devices/{r1['id']}", json={"role": "x"})).status_code == 409
         assert (await c.delete(f"/api/v1/devices/{r1['id']}")).status_code == 204
 
 

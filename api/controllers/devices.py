@@ -67,12 +67,17 @@ async def _locked_row(conn: Any, user: Principal, device_id: int) -> Any:
     return row
 
 
-def _writable(row: Any) -> None:
-    if row["owner"] is not None:
-        raise Conflict(
-            f"device {row['name']!r} is owned by the {row['owner']} sync; change it there "
-            "(a host removed from the inventory is released at the next sync)"
-        )
+def _writable(row: Any, *, deleting: bool = False) -> None:
+    """A device an inventory source holds is changed at the source. A retired one may be
+    deleted (purged early); it is no longer polled."""
+    if row["owner"] is None or (deleting and row["lifecycle"] == "retired"):
+        return
+    where = f" of poller {row['poller']}" if row["poller"] else ""
+    raise Conflict(
+        f"device {row['name']!r} is owned by the {row['owner']} inventory{where}; change it "
+        "there (a host removed from the inventory is retired at the next sync, and may then "
+        "be deleted)"
+    )
 
 
 class DeviceController(Controller):
@@ -222,7 +227,7 @@ class DeviceController(Controller):
     async def remove(self, ctx: Ctx, request: Request[Principal, Any, Any], device_id: Id) -> None:
         async with ctx.db.pool.acquire() as conn, conn.transaction():
             row = await _locked_row(conn, request.user, device_id)
-            _writable(row)
+            _writable(row, deleting=True)
             before = summary_from_row(row)
             await store.delete_device(conn, device_id)
             await record_audit(

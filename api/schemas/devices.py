@@ -25,7 +25,10 @@ __all__ = [
     "summary_from_row",
 ]
 
-DeviceStatus = Literal["up", "down", "unknown"]
+# up, down, unknown: polled; unpolled: known to the inventory, not polled (planned,
+# staged); retired: gone from the inventory, kept until purged.
+DeviceStatus = Literal["up", "down", "unknown", "unpolled", "retired"]
+Lifecycle = Literal["active", "muted", "unpolled", "retired"]
 Address = Annotated[
     str, msgspec.Meta(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9.:_\[\]-]+$")
 ]
@@ -51,12 +54,21 @@ class DeviceSummary(msgspec.Struct, frozen=True):
     role: str | None
     platform: str | None
     tags: list[str]
-    # The sync that owns the row ("inventory"); null: the API's to change.
+    # The inventory source that owns the row (yaml, netbox); null: the API's to change.
     owner: str | None = None
     status: DeviceStatus = "unknown"
     last_poll: datetime | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    # The poller whose inventory holds it, and the source's id for it (dcim.device:42).
+    poller: str | None = None
+    external_id: str | None = None
+    # active: polled and alerted; muted: polled, alerts silenced; unpolled; retired.
+    lifecycle: Lifecycle = "active"
+    retired_at: datetime | None = None
+    retired_reason: str | None = None
+    # From the source: region, tenant, cluster, custom fields (cf_<name>), ...
+    labels: dict[str, str] = msgspec.field(default_factory=dict)
 
 
 class DevicePage(msgspec.Struct, frozen=True):
@@ -125,7 +137,11 @@ class DeviceUpdate(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         }
 
 
-def _device_status(reachable: bool | None) -> DeviceStatus:
+def _device_status(reachable: bool | None, lifecycle: str = "active") -> DeviceStatus:
+    if lifecycle == "retired":
+        return "retired"
+    if lifecycle == "unpolled":
+        return "unpolled"
     if reachable is None:
         return "unknown"
     return "up" if reachable else "down"
@@ -141,10 +157,16 @@ def summary_from_row(r: asyncpg.Record) -> DeviceSummary:
         platform=r["platform"],
         tags=list(r["tags"]),
         owner=r["owner"],
-        status=_device_status(r["reachable"]),
+        status=_device_status(r["reachable"], r["lifecycle"]),
         last_poll=r["last_poll"],
         created_at=r["created_at"],
         updated_at=r["updated_at"],
+        poller=r["poller"],
+        external_id=r["external_id"],
+        lifecycle=r["lifecycle"],
+        retired_at=r["retired_at"],
+        retired_reason=r["retired_reason"],
+        labels=json.loads(r["labels"]) if r["labels"] else {},
     )
 
 

@@ -9,6 +9,7 @@ never inline, so a config file can be committed and shared.
 from __future__ import annotations
 
 import os
+import socket
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -24,6 +25,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -34,8 +36,10 @@ __all__ = [
     "AlertSettings",
     "ApiSettings",
     "DatabaseSettings",
+    "InventorySettings",
     "LabSettings",
     "LogSettings",
+    "NetBoxSettings",
     "PollerSettings",
     "Role",
     "Settings",
@@ -206,6 +210,160 @@ class PollerSettings(_Section):
     netconf_idle_timeout: Duration = Field(
         default=timedelta(minutes=5),
         description="A NETCONF session unused this long is closed (keep it above the interval).",
+    )
+
+
+class SecretRef(_Section):
+    """A secret by reference: ``{env: NAME}`` or ``{file: PATH}``, exactly one."""
+
+    env: str | None = None
+    file: Path | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _reference(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            raise ValueError("secrets are not accepted inline; use {env: NAME} or {file: PATH}")
+        if not isinstance(value, dict) or len(value) != 1 or not {"env", "file"} & set(value):
+            raise ValueError("expected {env: NAME} or {file: PATH}")
+        return value
+
+    def reveal(self, key: str) -> str:
+        """The secret's value; ConfigError naming ``key`` and the reference, not the value."""
+        if self.env is not None:
+            value = os.environ.get(self.env)
+            if not value:
+                raise ConfigError(f"{key}: environment variable {self.env} is not set")
+            return value
+        assert self.file is not None
+        try:
+            return self.file.expanduser().read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"{key}: cannot read {self.file}: {exc.strerror}") from exc
+
+
+FilterValue = str | int | bool | list[str | int]
+
+# NetBox device status -> what netmon does with the device.
+DEFAULT_STATUS_MAP: dict[str, str] = {
+    "active": "active",
+    "planned": "unpolled",
+    "staged": "unpolled",
+    "offline": "muted",
+    "failed": "muted",
+    "decommissioning": "retired",
+    "inventory": "retired",
+}
+
+
+class NetBoxSettings(_Section):
+    url: str = Field(description="NetBox's base URL, e.g. https://netbox.example.net.")
+    token: SecretRef = Field(
+        description="API token by reference. v2 tokens (nbt_<key>.<secret>, NetBox 4.5+) are "
+        "sent as 'Bearer', v1 tokens (40 hex characters) as 'Token'."
+    )
+    verify_tls: bool | Path = Field(
+        default=True, description="Verify NetBox's certificate (true), or against this CA file."
+    )
+    page_size: int = Field(default=250, ge=1, le=500, description="Objects per page (limit).")
+    timeout: Duration = Field(default=timedelta(seconds=30), description="Per HTTP request.")
+    retries: int = Field(
+        default=3, ge=0, le=10, description="Retries of a request that failed to connect or "
+        "got a 5xx or 429 answer, with exponential backoff."
+    )
+    filters: dict[str, FilterValue] = Field(
+        default_factory=dict,
+        description="NetBox query parameters selecting the devices to monitor, e.g. "
+        "{site: lab-ams, tag: monitored, status: [active, offline], cf_monitor: true}. "
+        "Any filter NetBox's /api/dcim/devices/ takes.",
+    )
+    virtual_machines: bool = Field(default=True, description="Monitor virtual machines too.")
+    vm_filters: dict[str, FilterValue] | None = Field(
+        default=None,
+        description="Query parameters for /api/virtualization/virtual-machines/ (default: "
+        "the same as filters).",
+    )
+    custom_fields: list[str] = Field(
+        default_factory=list, description="Custom fields copied to the device's labels."
+    )
+    platform_map: dict[str, str] = Field(
+        default_factory=dict,
+        description="NetBox platform slug -> netmon platform (netmiko device type), e.g. "
+        "{ios-xe: cisco_xe}. A platform not listed is taken as its slug.",
+    )
+    status_map: dict[str, Literal["active", "muted", "unpolled", "retired"]] = Field(
+        default_factory=lambda: dict(DEFAULT_STATUS_MAP),  # type: ignore[arg-type]
+        description="NetBox status -> active (polled, alerted), muted (polled, alerts "
+        "silenced), unpolled (kept, not polled) or retired. A status not listed is unpolled.",
+    )
+    maintenance_tag: str = Field(
+        default="maintenance",
+        description="A device with this tag is in maintenance: its alerts are silenced "
+        "(from maintenance_start to maintenance_end when those custom fields are set).",
+    )
+    maintenance_start_field: str = "maintenance_start"
+    maintenance_end_field: str = "maintenance_end"
+    webhook_secret: SecretRef | None = Field(
+        default=None,
+        description="Secret of the NetBox webhook that calls POST /api/v1/inventory/netbox/"
+        "webhook (its X-Hook-Signature is checked). Without it the endpoint answers 404.",
+    )
+    changes_interval: Duration = Field(
+        default=timedelta(seconds=30),
+        description="How often the change log is read for changes the webhook did not bring.",
+    )
+    full_sync_interval: Duration = Field(
+        default=timedelta(hours=1), description="A full reconcile this often, and at start."
+    )
+    write_back: bool = Field(
+        default=False,
+        description="Write a journal entry on the NetBox device when netmon starts or stops "
+        "monitoring it (the token needs write access to journal entries).",
+    )
+    cables: bool = Field(default=True, description="Store the cables between synced devices.")
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("expected an http(s) URL")
+        if parts.username or parts.password:
+            raise ValueError("credentials do not belong in the URL; use token")
+        return value.rstrip("/")
+
+    @field_validator("changes_interval", "full_sync_interval")
+    @classmethod
+    def _at_least_a_second(cls, value: timedelta) -> timedelta:
+        if value < timedelta(seconds=1):
+            raise ValueError("must be at least 1s")
+        return value
+
+
+class InventorySettings(_Section):
+    netbox: NetBoxSettings | None = Field(
+        default=None,
+        description="Take the hosts from NetBox. The poller.inventory folder then gives only "
+        "groups.yaml and defaults.yaml (shared credentials); hosts.yaml is not read.",
+    )
+    poller_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="This poller's identity: devices are owned per source and poller, so "
+        "pollers sharing a database never release each other's. Default: host name and "
+        "data_dir.",
+    )
+    retire_guard: float = Field(
+        default=0.3,
+        ge=0.0,
+        le=1.0,
+        description="A full sync that would retire more than this fraction of the devices "
+        "a source holds retires nothing and raises an alert instead (1: no guard).",
+    )
+    purge_after: Duration = Field(
+        default=timedelta(days=30),
+        description="`netmon devices purge` deletes devices retired longer than this.",
     )
 
 
@@ -469,6 +627,7 @@ class Settings(BaseSettings):
     storage: StorageSettings = StorageSettings()
     writer: WriterSettings = WriterSettings()
     poller: PollerSettings = PollerSettings()
+    inventory: InventorySettings = InventorySettings()
     lab: LabSettings = LabSettings()
     api: ApiSettings = ApiSettings()
     alerts: AlertSettings = AlertSettings()
@@ -490,6 +649,11 @@ class Settings(BaseSettings):
     @property
     def spool_dir(self) -> Path:
         return self.writer.spool_dir or self.data_dir / "spool"
+
+    @property
+    def poller_id(self) -> str:
+        """Who owns the devices this process polls (see InventorySettings.poller_id)."""
+        return self.inventory.poller_id or f"{socket.gethostname()}:{self.data_dir}"
 
 
 _SECRET_KEYS = {("database", "password"), ("api", "token_pepper")}

@@ -29,7 +29,7 @@ from netmon.snmp.hosts import snmp_settings, snmp_target
 from netmon.ssh.hosts import cli_settings, cli_target, uses_cli
 from netmon.store.devices import DeviceInfo
 
-__all__ = ["PollPlan", "load_inventory", "plan_polls"]
+__all__ = ["FILES", "PollPlan", "load_inventory", "plan_one", "plan_polls"]
 
 FILES = {"host_file": "hosts.yaml", "group_file": "groups.yaml", "defaults_file": "defaults.yaml"}
 SNMP_TASKS = frozenset({"system", "interfaces", "resources"})
@@ -81,10 +81,11 @@ def load_inventory(folder: Path) -> Nornir:
 def plan_polls(nr: Nornir, settings: PollerSettings, registry: TaskRegistry) -> list[PollPlan]:
     """One plan per host; ConfigError naming the host and key for anything wrong."""
     logging.getLogger("nornir.core.task").setLevel(logging.CRITICAL)
-    return [_plan(host, settings, registry) for host in nr.inventory.hosts.values()]
+    return [plan_one(host, settings, registry) for host in nr.inventory.hosts.values()]
 
 
-def _plan(host: Host, settings: PollerSettings, registry: TaskRegistry) -> PollPlan:
+def plan_one(host: Host, settings: PollerSettings, registry: TaskRegistry) -> PollPlan:
+    """The host's plan; ConfigError naming the host and the key for anything wrong."""
     where = f"inventory host {host.name}"
     raw_interval = host.get("poll_interval")
     try:

@@ -10,16 +10,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from nornir.core import Nornir
+from nornir.core.inventory import Defaults, Groups, Hosts, Inventory
 
 from netmon.config import Settings
 from netmon.errors import ConfigError
 from netmon.ingest.processor import StoreProcessor
 from netmon.ingest.seed import RateSeeds, load_rate_seeds
+from netmon.inventory.model import Fetched, InventoryHost, Skipped
+from netmon.inventory.planning import NornirPlanner, YamlSource
+from netmon.inventory.sync import InventorySource, InventorySync, SyncReport
 from netmon.logs import get_logger
 from netmon.netconf.hosts import forget_netconf_targets
 from netmon.netconf.shared import (
@@ -28,17 +34,17 @@ from netmon.netconf.shared import (
     shared_pool,
 )
 from netmon.poller.configs import ConfigBackups
-from netmon.poller.inventory import PollPlan, load_inventory, plan_polls
+from netmon.poller.inventory import PollPlan
 from netmon.poller.registry import TaskRegistry
 from netmon.poller.scheduler import Poller, PollResult
-from netmon.records import DeviceFacts
+from netmon.records import DeviceEvent, DeviceFacts
 from netmon.snmp.hosts import forget_targets
 from netmon.ssh.drivers import napalm_pool
 from netmon.ssh.hosts import forget_cli_targets
 from netmon.ssh.session import cli_pool
 from netmon.store.batcher import Batcher
 from netmon.store.database import Database, is_connection_error
-from netmon.store.devices import sync_devices, update_facts
+from netmon.store.devices import update_facts
 from netmon.store.health import PollHealthStore
 
 __all__ = ["PollerService", "ReloadResult"]
@@ -82,14 +88,27 @@ class PollerService:
         self.processor.configs = self.configs.submit
         self._facts: dict[str, dict[str, object]] = {}
         self._flusher: asyncio.Task[None] | None = None
+        self.source = make_source(settings, self.inventory, self.registry)
+        self.sync = InventorySync(
+            settings, db, self.source, apply_plans=self._apply_plans, alert=self._alert
+        )
+        self._initial: tuple[Nornir, list[PollPlan]] | None = None
+        self._sync_loop: asyncio.Task[None] | None = None
 
-    def _load(self) -> tuple[Nornir, list[PollPlan]]:
-        # Secrets are read again, and checked, at every (re)load.
-        forget_targets()
-        forget_netconf_targets()
-        forget_cli_targets()
-        nr = load_inventory(self.inventory)
-        return nr, plan_polls(nr, self.settings.poller, self.registry)
+    async def _apply_plans(self, nr: Nornir, plans: list[PollPlan]) -> None:
+        """The sync's answer: poll these plans from now on."""
+        if self.poller is None:
+            self._initial = (nr, plans)
+            return
+        gone = set(self.poller.device_names) - {p.name for p in plans}
+        self.poller.replace_plans(plans, nr)
+        for name in gone:  # their sessions would otherwise wait for the idle timeout
+            await asyncio.to_thread(_close_sessions, name)
+
+    def _alert(self, event: DeviceEvent) -> None:
+        observe = self.processor.observe
+        if observe is not None:
+            observe([], [event])
 
     async def start(self) -> None:
         poller = self.settings.poller
@@ -97,8 +116,8 @@ class PollerService:
             max_sessions=poller.netconf_sessions,
             idle_timeout=poller.netconf_idle_timeout.total_seconds(),
         )
-        nr, plans = await asyncio.to_thread(self._load)
-        await sync_devices(self.db, [p.info for p in plans])
+        await self.sync.reconcile(strict=isinstance(self.source, YamlSource), use_cache=True)
+        nr, plans = self._initial or (Nornir(inventory=_empty_inventory()), [])
         await self.health.load()
         # A spool left by a process that died holds its last polls: the store says when
         # each device was polled only once it is replayed. Without that, the first slot
@@ -118,7 +137,14 @@ class PollerService:
         )
         self.poller.start()
         self._flusher = asyncio.create_task(self._flush_loop(), name="netmon-poll-health")
-        log.info("poller started", devices=len(plans), inventory=str(self.inventory))
+        if self.source.incremental:
+            self._sync_loop = asyncio.create_task(self.sync.run(), name="netmon-inventory-sync")
+        log.info(
+            "poller started",
+            devices=len(plans),
+            inventory=self.source.owner,
+            poller_id=self.settings.poller_id,
+        )
 
     async def _seed_rates(self, plans: list[PollPlan]) -> RateSeeds | None:
         """The rate state from the store: the last counter values and sysUpTime of the
@@ -146,20 +172,21 @@ class PollerService:
         return seeds
 
     async def reload(self) -> ReloadResult:
-        """Re-read the inventory; a broken one is reported and the running one kept."""
+        """Re-read the inventory (a full sync); a broken one is reported and the running
+        one kept."""
         assert self.poller is not None
         try:
-            nr, plans = await asyncio.to_thread(self._load)
+            report = await self.sync.reconcile(strict=True)
         except ConfigError as exc:
             log.error("inventory reload failed; keeping the running inventory", error=str(exc))
             return ReloadResult(ok=False, devices=self.poller.devices, error=str(exc))
-        await sync_devices(self.db, [p.info for p in plans])
-        gone = set(self.poller.device_names) - {p.name for p in plans}
-        self.poller.replace_plans(plans, nr)
-        for name in gone:  # their sessions would otherwise wait for the idle timeout
-            await asyncio.to_thread(_close_sessions, name)
-        log.info("inventory reloaded", devices=len(plans))
-        return ReloadResult(ok=True, devices=len(plans))
+        if not report.ok:
+            return ReloadResult(ok=False, devices=self.poller.devices, error=report.error)
+        log.info("inventory reloaded", devices=self.poller.devices)
+        return ReloadResult(ok=True, devices=self.poller.devices)
+
+    async def sync_now(self, *, dry_run: bool = False, force: bool = False) -> SyncReport:
+        return await self.sync.reconcile(dry_run=dry_run, force=force)
 
     def _keep_facts(self, facts: list[DeviceFacts]) -> None:
         for f in facts:
@@ -202,6 +229,12 @@ class PollerService:
         return result
 
     async def stop(self) -> None:
+        if self._sync_loop is not None:
+            self._sync_loop.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sync_loop
+        with contextlib.suppress(Exception):
+            await self.source.close()
         if self.poller is not None:
             await self.poller.stop()
         await self.configs.stop()
@@ -212,6 +245,54 @@ class PollerService:
                 await self._flusher
         with contextlib.suppress(Exception):
             await self._flush()
+
+
+def make_source(settings: Settings, folder: Path, registry: TaskRegistry) -> InventorySource:
+    """NetBox when ``inventory.netbox`` is set (the folder gives groups and defaults),
+    else the YAML folder. Secrets are read again, and checked, at every plan."""
+    netbox = settings.inventory.netbox
+    if netbox is None:
+        return _Forgetting(YamlSource(folder, settings.poller, registry))
+    from netmon.inventory.netbox.adapter import NetBoxInventorySource
+
+    planner = NornirPlanner(folder if folder.is_dir() else None, settings.poller, registry)
+    return _Forgetting(NetBoxInventorySource(netbox, planner))
+
+
+class _Forgetting:
+    """A source whose plans read secrets anew: the targets cached for the last plans go."""
+
+    def __init__(self, inner: InventorySource) -> None:
+        self.inner = inner
+        self.owner = inner.owner
+        self.incremental = inner.incremental
+
+    async def fetch_all(self) -> Fetched:
+        _forget()
+        return await self.inner.fetch_all()
+
+    async def fetch_ids(self, ids: Collection[str]) -> Fetched:
+        _forget()
+        return await self.inner.fetch_ids(ids)
+
+    def plan(self, hosts: list[InventoryHost]) -> tuple[Nornir, list[PollPlan], list[Skipped]]:
+        return self.inner.plan(hosts)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def _forget() -> None:
+    forget_targets()
+    forget_netconf_targets()
+    forget_cli_targets()
+
+
+def _empty_inventory() -> Inventory:
+    return Inventory(hosts=Hosts(), groups=Groups(), defaults=Defaults())
 
 
 def _close_sessions(device: str) -> None:

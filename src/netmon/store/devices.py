@@ -9,8 +9,10 @@ from datetime import datetime
 
 import asyncpg
 
+from netmon.inventory.model import Fetched, InventoryHost
 from netmon.records import DeviceFacts
 from netmon.store.database import Database
+from netmon.store.inventory import SourceKey, apply_sync
 
 __all__ = [
     "INVENTORY_OWNER",
@@ -39,30 +41,7 @@ class DeviceInfo:
     tags: tuple[str, ...]
 
 
-_SYNC = """
-INSERT INTO devices (name, address, site, role, platform, tags, owner)
-SELECT i.name, i.address, i.site, i.role, i.platform,
-       ARRAY(SELECT jsonb_array_elements_text(i.tags)), $7
-FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::jsonb[])
-     AS i(name, address, site, role, platform, tags)
-ORDER BY i.name
-ON CONFLICT (name) DO UPDATE SET
-    address = excluded.address, site = excluded.site, role = excluded.role,
-    platform = excluded.platform, tags = excluded.tags, owner = excluded.owner,
-    updated_at = now()
-WHERE (devices.address, devices.site, devices.role, devices.platform, devices.tags,
-       devices.owner)
-   IS DISTINCT FROM (excluded.address, excluded.site, excluded.role, excluded.platform,
-                     excluded.tags, excluded.owner)
-"""
-
-# A host gone from the inventory keeps its row and history, now the API's to delete.
-_RELEASE = """
-UPDATE devices SET owner = NULL, updated_at = now()
-WHERE owner = $1 AND NOT (name = ANY($2::text[]))
-"""
-
-INVENTORY_OWNER = "inventory"
+INVENTORY_OWNER = "yaml"
 
 _FACTS = """
 UPDATE devices d SET facts = d.facts || f.facts, updated_at = now()
@@ -72,23 +51,27 @@ WHERE d.name = f.name AND NOT d.facts @> f.facts
 
 
 async def sync_devices(
-    db: Database, devices: Sequence[DeviceInfo], owner: str = INVENTORY_OWNER
+    db: Database,
+    devices: Sequence[DeviceInfo],
+    owner: str = INVENTORY_OWNER,
+    poller: str = "default",
 ) -> None:
-    """Create or update a row per inventory host, owned by ``owner``. Rows of hosts gone
-    from the inventory stay, with their history, released to the API (owner null)."""
-    names = [d.name for d in devices]
-    async with db.pool.acquire() as conn, conn.transaction():
-        await conn.execute(
-            _SYNC,
-            names,
-            [d.address for d in devices],
-            [d.site for d in devices],
-            [d.role for d in devices],
-            [d.platform for d in devices],
-            [json.dumps(list(d.tags)) for d in devices],
-            owner,
+    """Make the devices ``owner`` holds for ``poller`` these hosts (identity: the name).
+    Hosts gone from the list are retired, with their history (``netmon.store.inventory``)."""
+    hosts = [
+        InventoryHost(
+            name=d.name,
+            external_id=d.name,
+            address=d.address,
+            site=d.site,
+            role=d.role,
+            platform=d.platform,
+            tags=tuple(d.tags),
         )
-        await conn.execute(_RELEASE, owner, names)
+        for d in devices
+    ]
+    async with db.pool.acquire() as conn, conn.transaction():
+        await apply_sync(conn, SourceKey(owner, poller), Fetched(hosts))
 
 
 async def update_facts(db: Database, facts: Sequence[DeviceFacts]) -> None:
@@ -106,13 +89,17 @@ async def update_facts(db: Database, facts: Sequence[DeviceFacts]) -> None:
 
 DEVICE_COLUMNS = """
 d.id, d.name, d.address, d.site, d.role, d.platform, d.tags, d.owner, d.facts::text AS facts,
-d.created_at, d.updated_at, h.reachable, h.last_poll
+d.created_at, d.updated_at, h.reachable, h.last_poll, d.poller, d.external_id, d.lifecycle,
+d.retired_at, d.retired_reason, d.labels::text AS labels
 """
 
+_POLLED = "d.lifecycle IN ('active', 'muted')"
 _STATUS = {
-    "up": "h.reachable IS TRUE",
-    "down": "h.reachable IS FALSE",
-    "unknown": "h.reachable IS NULL",
+    "up": f"{_POLLED} AND h.reachable IS TRUE",
+    "down": f"{_POLLED} AND h.reachable IS FALSE",
+    "unknown": f"{_POLLED} AND h.reachable IS NULL",
+    "unpolled": "d.lifecycle = 'unpolled'",
+    "retired": "d.lifecycle = 'retired'",
 }
 
 

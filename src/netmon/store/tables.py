@@ -40,6 +40,12 @@ class Device(Table, tablename="devices"):
     owner = Text(null=True)
     created_at = Timestamptz()
     updated_at = Timestamptz()
+    poller = Text(null=True)
+    external_id = Text(null=True)
+    lifecycle = Text()
+    retired_at = Timestamptz(null=True)
+    retired_reason = Text(null=True)
+    labels = JSONB()
 
 
 class Series(Table, tablename="series"):
