@@ -29,6 +29,7 @@ from netmon.api.controllers.configs import ConfigController, DeviceConfigControl
 from netmon.api.controllers.devices import DeviceController
 from netmon.api.controllers.events import EventController
 from netmon.api.controllers.health import HealthController
+from netmon.api.controllers.inventory import InventorySyncController, NetBoxWebhookController
 from netmon.api.controllers.live import LiveController
 from netmon.api.controllers.metrics import MetricsQueryController, SeriesController
 from netmon.api.controllers.metrics_export import HttpMetricsMiddleware, MetricsController
@@ -61,6 +62,8 @@ def route_handlers() -> list[ControllerRouterHandler]:
         DeviceConfigController,
         ConfigController,
         InventoryController,
+        InventorySyncController,
+        NetBoxWebhookController,
         TokenController,
         AuditController,
         MetricsController,

@@ -47,7 +47,8 @@ __all__ = [
 ]
 
 ROLE_RANK: dict[Role, int] = {"viewer": 0, "operator": 1, "admin": 2}
-PUBLIC_PATHS = ["^/health/", "^/schema"]
+# The NetBox webhook is authorised by its signature (controllers/inventory.py).
+PUBLIC_PATHS = ["^/health/", "^/schema", "^/api/v1/inventory/netbox/webhook$"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -115,6 +115,16 @@ class Service:
                     asyncio.create_task(self._backup(device), name=f"config-backup-{device}")
                 )
             return
+        if control.op == "inventory_changed":
+            if self.poller is not None:
+                ids = control.args.get("ids")
+                at = control.args.get("at")
+                self.poller.sync.nudge(
+                    [i for i in ids if isinstance(i, str)] if isinstance(ids, list) else (),
+                    full=control.args.get("full") is True,
+                    at=float(at) if isinstance(at, int | float) else None,
+                )
+            return
         if control.op != "inventory_reload":
             if self.alerts is not None:
                 self.alerts.on_control(control.op)

@@ -61,6 +61,10 @@ def _fast_test(rule: Rule) -> tuple[Callable[[Any, float], bool], float] | None:
     return _OPS[rule.op], rule.value
 
 
+# Alerts about an inventory sync itself are raised under inventory/<source>, not a device.
+SYNC_DEVICE_PREFIX = "inventory/"
+
+
 def fingerprint(rule: str, device: str, labels: Labels) -> str:
     """One alert identity per (rule, device, labels), the same in every process."""
     h = hashlib.sha256(rule.encode())
@@ -172,6 +176,8 @@ class AlertEngine:
         self.flap_threshold = flap_threshold
         self.stats = EngineStats()
         self._devices: dict[str, DeviceAttrs] = dict(devices or {})
+        # Devices the inventory retired or does not poll: their alerts resolve, saying why.
+        self._gone_reasons: dict[str, str] = {}
         self._tracks: dict[TrackKey, _Track] = {}
         self._bound: dict[SeriesKey, tuple[_Track, ...]] = {}
         self._companion_values: dict[tuple[str, str, Labels], float] = {}
@@ -213,9 +219,18 @@ class AlertEngine:
                 track.fast = _fast_test(new)
         return self._rebind("rule removed or changed")
 
-    def set_devices(self, devices: Mapping[str, DeviceAttrs]) -> list[Transition]:
-        """Replace the device attributes matchers see (after an inventory reload)."""
+    def set_devices(
+        self, devices: Mapping[str, DeviceAttrs], gone: Mapping[str, str] | None = None
+    ) -> list[Transition]:
+        """Replace the devices alerts may be about, with the attributes matchers see (after
+        an inventory sync). An open alert of a device not among them resolves; ``gone``
+        gives the reason per device (retired from the inventory, not polled)."""
         self._devices = dict(devices)
+        self._gone_reasons = dict(gone or {})
+        return self._rebind("device left the inventory or no longer matches")
+
+    def prune(self) -> list[Transition]:
+        """Resolve what :meth:`restore` took up for devices no longer in the inventory."""
         return self._rebind("device left the inventory or no longer matches")
 
     def _rebind(self, why: str) -> list[Transition]:
@@ -229,11 +244,19 @@ class AlertEngine:
             gone = rule is None or (
                 rule.kind != "event" and not self._matches(rule, track.device, track.labels)
             )
-            if not gone and self._devices and track.device not in self._devices:
+            reason = why
+            if not gone and track.device in self._gone_reasons:
+                gone, reason = True, self._gone_reasons[track.device]
+            elif (
+                not gone
+                and self._devices
+                and track.device not in self._devices
+                and not track.device.startswith(SYNC_DEVICE_PREFIX)
+            ):
                 gone = True
             if gone:
                 if track.state is not None:
-                    out.append(self._emit(track, "resolved", now, track.value, detail=why))
+                    out.append(self._emit(track, "resolved", now, track.value, detail=reason))
                 del self._tracks[key]
         self._timed = [t for t in self._tracks.values() if t.rule.kind in _TIMED]
         return out

@@ -434,4 +434,15 @@ BUILTIN_RULES: tuple[RuleSpec, ...] = (
         severity="minor",
         description="The device answers, but polls end in errors (see poll health).",
     ),
+    RuleSpec(
+        name="inventory-sync",
+        kind="event",
+        event="inventory.sync_failed",
+        # A failing source fails again at every round; the alert ends an hour after the
+        # last failure (the full reconcile's default interval).
+        for_=timedelta(hours=1),
+        severity="warning",
+        summary="{device}: inventory sync failed or held",
+        description="{message}",
+    ),
 )

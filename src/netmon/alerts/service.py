@@ -87,6 +87,8 @@ class AlertService:
             if self.direct is not None:
                 await self.direct.refresh(conn)
             taken = self.engine.restore(await load_open(conn))
+        # Alerts of devices retired while netmon was stopped resolve now.
+        self._submit(self.engine.prune())
         await self.recorder.start()
         await self.deliverer.start()
         if self.direct is not None:
@@ -144,9 +146,26 @@ class AlertService:
         self._submit(self.engine.set_rules(rules))
 
     async def reload_devices(self) -> None:
-        rows = await self.db.pool.fetch("SELECT name, site, role, tags FROM devices")
-        attrs = {r["name"]: DeviceAttrs(r["site"], r["role"], tuple(r["tags"] or ())) for r in rows}
-        self._submit(self.engine.set_devices(attrs))
+        """The devices alerts may be about: the polled ones. Alerts of a retired or
+        unpolled device resolve, saying why."""
+        rows = await self.db.pool.fetch(
+            "SELECT name, site, role, tags, lifecycle, retired_reason FROM devices"
+        )
+        attrs = {
+            r["name"]: DeviceAttrs(r["site"], r["role"], tuple(r["tags"] or ()))
+            for r in rows
+            if r["lifecycle"] in ("active", "muted")
+        }
+        gone = {
+            r["name"]: (
+                f"device retired: {r['retired_reason'] or 'left the inventory'}"
+                if r["lifecycle"] == "retired"
+                else "device no longer polled (its inventory status)"
+            )
+            for r in rows
+            if r["lifecycle"] not in ("active", "muted")
+        }
+        self._submit(self.engine.set_devices(attrs, gone))
 
     def on_control(self, op: str) -> None:
         """Act on a netmon_control op (others are not alerting's). An inventory reload

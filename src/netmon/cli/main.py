@@ -190,12 +190,15 @@ def _register_groups() -> None:
     from netmon.cli.chaos import chaos_app
     from netmon.cli.configs import configs_app
     from netmon.cli.db import db_app
+    from netmon.cli.inventory import devices_app, inventory_app
     from netmon.cli.lab import app as lab_app
 
     app.add_typer(alerts_app, name="alerts")
     app.add_typer(chaos_app, name="chaos")
     app.add_typer(configs_app, name="configs")
     app.add_typer(db_app, name="db")
+    app.add_typer(devices_app, name="devices")
+    app.add_typer(inventory_app, name="inventory")
     app.add_typer(lab_app, name="lab")
     app.add_typer(token_app, name="token")
 

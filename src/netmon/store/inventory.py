@@ -159,8 +159,9 @@ async def apply_sync(
     await _silences(conn, key, fetched.hosts, diff, now)
     if fetched.cables is not None:
         await _cables(conn, key, fetched.cables)
-    if renamed or diff.retired or diff.changed:
-        # Renames and moves: caches keyed by name or site drop what they hold.
+    if not diff.empty:
+        # Renames and moves: caches keyed by name or site drop what they hold; alerting
+        # reads the devices again (a retired device's alerts resolve).
         await publish_control(conn, "series_forget")
         await publish_control(conn, "device_changed")
     return result
@@ -195,10 +196,20 @@ async def _take_names(conn: asyncpg.Connection, key: SourceKey, diff: Diff) -> N
         else:
             diff.skipped.append(_owned_elsewhere(host, row))
     diff.added = added
+    # A row of this source taken over by name is not also retired.
+    taken_ids = {c.row.id for c in diff.changed}
+    diff.retired = [r for r in diff.retired if r.id not in taken_ids]
+    # A name whose row is renamed away in this same sync is free (two names swapped).
+    leaving = {c.row.id for c in diff.changed if "name" in c.fields}
     kept = []
     for change in diff.changed:
         row = taken.get(change.host.name)
-        if "name" in change.fields and row is not None and row["id"] != change.row.id:
+        if (
+            "name" in change.fields
+            and row is not None
+            and row["id"] != change.row.id
+            and row["id"] not in leaving
+        ):
             diff.skipped.append(
                 Skipped(
                     change.host.name,

@@ -346,6 +346,7 @@ async def publish_control(conn: asyncpg.Connection, op: str, **args: Any) -> Non
     to another site: feed hubs drop their metadata), ``token_revoked`` (``id``: its feeds
     close, token caches forget), ``samples_replayed`` (``stored``: a writer stored spooled
     samples without publishing them; the API's last values refill), ``inventory_reload``,
+    ``inventory_changed`` (``ids``, ``full``, ``at``: a NetBox webhook; the poller re-reads them),
     ``config_backup`` (``device``),
     ``rules_reload``, ``outbox_wake``. Call it in the transaction of the change, so it is
     sent only if the change commits."""
