@@ -268,8 +268,11 @@ class NetBoxSettings(_Section):
     page_size: int = Field(default=250, ge=1, le=500, description="Objects per page (limit).")
     timeout: Duration = Field(default=timedelta(seconds=30), description="Per HTTP request.")
     retries: int = Field(
-        default=3, ge=0, le=10, description="Retries of a request that failed to connect or "
-        "got a 5xx or 429 answer, with exponential backoff."
+        default=3,
+        ge=0,
+        le=10,
+        description="Retries of a request that failed to connect or "
+        "got a 5xx or 429 answer, with exponential backoff.",
     )
     filters: dict[str, FilterValue] = Field(
         default_factory=dict,

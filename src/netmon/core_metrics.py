@@ -10,6 +10,7 @@ process of its own. ``netmon_core_process_*`` are the core process's CPU, memory
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -46,6 +47,7 @@ class CoreCollector:
 
     def collect(self) -> Iterable[Metric]:
         yield from self._poller()
+        yield from self._inventory()
         yield from self._snmp()
         yield from self._writer()
         yield from self._alerts()
@@ -347,6 +349,68 @@ class CoreCollector:
                 "Samples sent to the spool by a queue overflow (replayed later, not lost).",
                 value=batcher.stats.overflowed,
             )
+
+    def _inventory(self) -> Iterable[Metric]:
+        service = self.core.poller
+        if service is None:
+            return
+        sync = service.sync
+        s = sync.stats
+        labels = ["source"]
+        source = sync.key.owner
+        now = time.time()
+        if s.last_full_ok is not None:
+            age = GaugeMetricFamily(
+                "netmon_inventory_full_sync_age_seconds",
+                "Seconds since the last full inventory sync that applied (a held one does "
+                "not count). Rising past inventory.netbox.full_sync_interval: look at "
+                "GET /api/v1/inventory/sync.",
+                labels=labels,
+            )
+            age.add_metric([source], now - s.last_full_ok)
+            yield age
+        if s.incremental_lag_s is not None:
+            lag = GaugeMetricFamily(
+                "netmon_inventory_incremental_lag_seconds",
+                "From a change at the source to the devices table, for the last change "
+                "applied (webhook or change log).",
+                labels=labels,
+            )
+            lag.add_metric([source], s.incremental_lag_s)
+            yield lag
+        synced = GaugeMetricFamily(
+            "netmon_inventory_objects_synced",
+            "Hosts the source holds that are devices here (retired ones not counted).",
+            labels=labels,
+        )
+        synced.add_metric([source], s.synced)
+        yield synced
+        skipped = GaugeMetricFamily(
+            "netmon_inventory_objects_skipped",
+            "Hosts the last sync could not take, by reason (no_address, secret_value, "
+            "bad_context, owned, duplicate_name, name_taken, no_name).",
+            labels=[*labels, "reason"],
+        )
+        for reason, n in sorted(s.skipped.items()):
+            skipped.add_metric([source, reason], n)
+        yield skipped
+        for name, value, doc in (
+            ("added", s.added, "Devices the inventory sync added."),
+            ("changed", s.changed, "Devices the inventory sync changed (renames, moves, ...)."),
+            ("retired", s.retired, "Devices the inventory sync retired."),
+            ("held", s.held, "Full syncs the mass-retirement guard held (nothing retired)."),
+        ):
+            counter = CounterMetricFamily(f"netmon_inventory_{name}", doc, labels=labels)
+            counter.add_metric([source], value)
+            yield counter
+        runs = CounterMetricFamily(
+            "netmon_inventory_syncs",
+            "Inventory syncs by kind (full, incremental) and outcome (ok, failed).",
+            labels=[*labels, "kind", "outcome"],
+        )
+        for (kind, ok), n in sorted(s.runs.items()):
+            runs.add_metric([source, kind, "ok" if ok else "failed"], n)
+        yield runs
 
     def _alerts(self) -> Iterable[Metric]:
         alerts = self.core.alerts
