@@ -224,6 +224,8 @@ class SecretRef(_Section):
     def _reference(cls, value: Any) -> Any:
         if isinstance(value, str):
             raise ValueError("secrets are not accepted inline; use {env: NAME} or {file: PATH}")
+        if isinstance(value, dict):  # a dump of a SecretRef holds the unset one as None
+            value = {k: v for k, v in value.items() if v is not None}
         if not isinstance(value, dict) or len(value) != 1 or not {"env", "file"} & set(value):
             raise ValueError("expected {env: NAME} or {file: PATH}")
         return value

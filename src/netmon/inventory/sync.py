@@ -279,6 +279,9 @@ class InventorySync:
             polled += [p for p in self._plans if p.name in {h.name for h in kept.values()} - names]
             self._plans = polled
             self._count(kind, result)
+            applied = getattr(self.source, "applied", None)
+            if applied is not None:
+                applied(result)
             if self.apply_plans is not None:
                 await self.apply_plans(nr, polled)
             self._save_cache()
