@@ -135,13 +135,18 @@ class SilenceController(Controller):
     ) -> SilenceRow:
         """The silence ends now and stays listed as `expired`, for the record (as
         Alertmanager's), so this is not a DELETE: the resource is still there. Expiring an
-        expired silence changes nothing. Silences from the rules file: 409."""
+        expired silence changes nothing. Silences from the rules file or the inventory
+        (maintenance windows, muted devices): 409."""
         async with ctx.db.pool.acquire() as conn, conn.transaction():
             before = await _visible(conn, request.user, silence_id, lock=True)
             if before.source != "api":
+                where = (
+                    "the inventory (a maintenance window or a muted device at the source)"
+                    if before.source == "inventory"
+                    else "the rules file"
+                )
                 raise Conflict(
-                    f"silence {silence_id} ({before.name}) comes from the rules file; "
-                    "change it there"
+                    f"silence {silence_id} ({before.name}) comes from {where}; change it there"
                 )
             after = await silences.expire_silence(conn, silence_id)
             if after is None:
