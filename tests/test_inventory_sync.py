@@ -363,6 +363,12 @@ def test_cli_dry_run_json_then_sync_then_purge(
     assert purged.stdout.split() == ["r2"]
     again = runner.invoke(app, ["-c", str(config), "inventory", "sync", "--dry-run", "--json"])
     assert json.loads(again.stdout)["unchanged"] == 1
+    # A poller gone for good: its devices retire, for another poller to take over.
+    gone = runner.invoke(app, ["-c", str(config), "inventory", "retire-poller", "cli"])
+    assert gone.exit_code == 0, gone.output
+    assert gone.stdout.split() == ["r1"]
+    back = runner.invoke(app, ["-c", str(config), "inventory", "sync", "--dry-run", "--json"])
+    assert json.loads(back.stdout)["changed"] == ["r1"]
     broken = tmp_path / "inv" / "hosts.yaml"
     broken.write_text("r1: [not, a, host\n")
     failed = runner.invoke(app, ["-c", str(config), "inventory", "sync"])

@@ -16,7 +16,7 @@ from netmon.durations import parse_duration
 from netmon.inventory.sync import InventorySync, SyncReport
 from netmon.poller.registry import TaskRegistry
 from netmon.store.database import Database
-from netmon.store.inventory import purge_retired
+from netmon.store.inventory import purge_retired, retire_poller
 from netmon.store.notify import publish_control
 
 __all__ = ["devices_app", "inventory_app"]
@@ -134,6 +134,31 @@ def _value(host: object, field: str) -> object:
 
 def _where(site: str | None, address: str | None, note: str) -> str:
     return ", ".join(x for x in (site, address, note) if x)
+
+
+@inventory_app.command("retire-poller")
+def retire_poller_command(
+    poller: Annotated[str, typer.Argument(help="The identity of a poller that is gone.")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List them; change nothing.")] = False,
+) -> None:
+    """Retire every device a poller holds, when that poller is gone for good (its
+    inventory.poller_id changed, or its data_dir moved, which changes the default one).
+    Another poller's sync then takes those devices over by name, with their history."""
+    s = settings()
+
+    async def go() -> list[str]:
+        async with (
+            Database(s.database, s.data_dir) as db,
+            db.pool.acquire() as conn,
+            conn.transaction(),
+        ):
+            return await retire_poller(conn, poller, dry_run=dry_run)
+
+    names = run_async(go())
+    for name in names:
+        typer.echo(name)
+    verb = "would be retired" if dry_run else "retired"
+    typer.echo(f"{len(names)} devices of poller {poller!r} {verb}", err=True)
 
 
 @devices_app.command("purge")

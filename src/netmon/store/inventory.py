@@ -34,6 +34,7 @@ __all__ = [
     "purge_retired",
     "recent_runs",
     "record_run",
+    "retire_poller",
 ]
 
 # A muted device's silence runs until the source says otherwise (the sync ends it).
@@ -605,8 +606,55 @@ async def purge_retired(
     )
     found = [(int(r["id"]), str(r["name"])) for r in rows]
     if not dry_run:
-        for device_id, _ in found:
+        for device_id, name in found:
             await delete_device(conn, device_id)
+            await conn.execute(
+                """
+                INSERT INTO audit_log (actor, action, resource, resource_id, before)
+                VALUES ('cli', 'purge', 'device', $1, $2::jsonb)
+                """,
+                str(device_id),
+                json.dumps({"name": name, "lifecycle": "retired"}),
+            )
         if found:
             await publish_control(conn, "series_forget")
     return found
+
+
+async def retire_poller(
+    conn: asyncpg.Connection, poller: str, *, dry_run: bool = False
+) -> list[str]:
+    """Retire the devices ``poller`` holds (it is gone for good): other pollers may then
+    take them over by name. Audited, like a sync's retirements."""
+    rows = await conn.fetch(
+        "SELECT id, name, site FROM devices WHERE poller = $1 AND lifecycle <> 'retired' "
+        "ORDER BY name FOR UPDATE",
+        poller,
+    )
+    if dry_run or not rows:
+        return [r["name"] for r in rows]
+    await conn.execute(
+        """
+        UPDATE devices SET lifecycle = 'retired', retired_at = now(),
+               retired_reason = $2, updated_at = now()
+        WHERE id = ANY($1::bigint[])
+        """,
+        [r["id"] for r in rows],
+        f"its poller {poller} was retired by an operator",
+    )
+    await conn.executemany(
+        """
+        INSERT INTO audit_log (actor, action, resource, resource_id, after, sites)
+        VALUES ('cli', 'retire', 'device', $1, $2::jsonb, $3)
+        """,
+        [
+            (
+                str(r["id"]),
+                json.dumps({"name": r["name"], "lifecycle": "retired"}),
+                [r["site"]] if r["site"] else None,
+            )
+            for r in rows
+        ],
+    )
+    await publish_control(conn, "device_changed")
+    return [r["name"] for r in rows]
