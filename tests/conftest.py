@@ -23,6 +23,7 @@ import pytest
 from netmon.config import Settings, load_settings
 from netmon.store.database import Database
 from netmon.store.schema import upgrade
+from tests.netbox_peer import netbox, netbox_peer, pytest_collection_finish  # noqa: F401
 from tests.snmpd_agent import fresh_snmpd, snmpd
 
 pytest_plugins = ["tests.hang_report"]
