@@ -22,6 +22,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from netmon.alerts.rules import BUILTIN_RULES
 from netmon.alerts.service import AlertService
 from netmon.api.context import ApiContext
 from netmon.api.device_export import DeviceSampleCollector, device_metric_name
@@ -513,7 +514,7 @@ async def test_polls_move_the_poller_counters_and_devices_appear(
             page = await api.scrape()
             promtool_check(page)
             samples = parse(page)
-            assert value(samples, "netmon_alerts_rules") == 6
+            assert value(samples, "netmon_alerts_rules") == len(BUILTIN_RULES)
             assert value(samples, "netmon_alerts_samples_evaluated_total") > 0
             assert value(samples, "netmon_alerts_commit_seconds_count") >= 1
             assert value(samples, "netmon_alerts_transitions_lost_total") == 0

@@ -294,6 +294,12 @@ CASES: dict[tuple[str, str], tuple[str, Maker]] = {
         _with("/api/v1/configs/{version_id}/diff", "version_id", lambda w: w.config_version()),
     ),
     ("POST", "/api/v1/inventory/reload"): ("operator", fixed("/api/v1/inventory/reload")),
+    ("GET", "/api/v1/inventory/sync"): ("viewer", fixed("/api/v1/inventory/sync")),
+    # Authorised by NetBox's signature, not a token (tests/test_netbox_sync.py).
+    ("POST", "/api/v1/inventory/netbox/webhook"): (
+        PUBLIC,
+        fixed("/api/v1/inventory/netbox/webhook"),
+    ),
     ("GET", "/api/v1/tokens"): ("admin", fixed("/api/v1/tokens")),
     ("POST", "/api/v1/tokens"): (
         "admin",

@@ -42,7 +42,7 @@ class Device(Table, tablename="devices"):
     updated_at = Timestamptz()
     poller = Text(null=True)
     external_id = Text(null=True)
-    lifecycle = Text()
+    lifecycle = Text(default="active")
     retired_at = Timestamptz(null=True)
     retired_reason = Text(null=True)
     labels = JSONB()
