@@ -151,7 +151,7 @@ class NetBoxWebhookController(Controller):
                 "webhook's secret (HMAC-SHA512)"
             )
         try:
-            change = parse_event(body)
+            change = parse_event(body, cables=netbox.cables)
         except ValueError as exc:
             raise ValidationException(f"not a NetBox webhook body: {exc}") from exc
         ids = sorted(change.changed)
