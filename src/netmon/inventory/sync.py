@@ -72,16 +72,23 @@ class InventorySource(Protocol):
     async def close(self) -> None: ...
 
 
-@dataclass(frozen=True)
-class ChangeBatch:
-    """What the change log said since the last read: the hosts to read again, whether
+class ChangeBatch(Protocol):
+    """What a change log said since the last read: the hosts to read again, whether
     something changed that touches many (a site, a config context: a full sync), where
-    to read from next time, and when the newest change was made (unix time)."""
+    to read from next time, and when the newest change was made (unix time). NetBox's
+    is ``netmon.inventory.netbox.source.ChangeBatch``."""
 
-    ids: frozenset[str]
-    full: bool
-    cursor: Any
-    newest: float | None = None
+    @property
+    def ids(self) -> frozenset[str]: ...
+
+    @property
+    def full(self) -> bool: ...
+
+    @property
+    def cursor(self) -> Any: ...
+
+    @property
+    def newest(self) -> float | None: ...
 
 
 class ChangeFeed(Protocol):
