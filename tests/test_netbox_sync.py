@@ -8,6 +8,7 @@ delivered by NetBox itself.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -17,7 +18,9 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from typer.testing import CliRunner
 
+from netmon.cli.main import app
 from netmon.config import Settings, load_settings
 from netmon.inventory.sync import InventorySync
 from netmon.lab import Lab
@@ -443,3 +446,76 @@ async def test_webhook_is_not_there_without_a_secret(api_database_url: str, tmp_
         assert runs.json() == {"items": []}
         anonymous = await client.get(api.url + "/api/v1/inventory/sync")
         assert anonymous.status_code == 401
+
+
+def test_cli_dry_run_shows_netbox_devices_then_applies(
+    nb_env: NetBoxPeer, api_database_url: str, tmp_path: Path, lab_keys: None
+) -> None:
+    folder = tmp_path / "inventory"
+    folder.mkdir()
+    (folder / "groups.yaml").write_text("lab: {data: {tasks: [system]}}\n")
+    (folder / "defaults.yaml").write_text(
+        "data:\n  snmp:\n    version: 2c\n    community: {env: NETMON_LAB_AUTH_KEY}\n"
+    )
+    nb = NetBoxLab(nb_env.api)
+    nb.add("edge-1", 16101)
+    nb.add("edge-2", 16102)
+    config = tmp_path / "netmon.yaml"
+    config.write_text(
+        f"data_dir: {tmp_path / 'data'}\n"
+        f"database: {{url: '{api_database_url}'}}\n"
+        f"poller: {{inventory: {folder}}}\n"
+        "log: {level: error}\n"
+        "inventory:\n"
+        "  poller_id: cli\n"
+        "  netbox:\n"
+        f"    url: {nb_env.url}\n"
+        f"    token: {{env: {TOKEN_ENV}}}\n"
+        "    filters: {tag: monitored}\n"
+    )
+    runner = CliRunner()
+    dry = runner.invoke(app, ["-c", str(config), "inventory", "sync", "--dry-run", "--json"])
+    assert dry.exit_code == 0, dry.output
+    assert json.loads(dry.stdout) == {
+        "added": ["edge-1", "edge-2"],
+        "changed": [],
+        "retired": [],
+        "unchanged": 0,
+    }
+    table = runner.invoke(app, ["-c", str(config), "inventory", "sync", "--dry-run"])
+    assert "edge-1" in table.stdout
+    assert "lab-ams" in table.stdout
+    done = runner.invoke(app, ["-c", str(config), "inventory", "sync"])
+    assert done.exit_code == 0, done.output
+    again = runner.invoke(app, ["-c", str(config), "inventory", "sync", "--dry-run", "--json"])
+    assert json.loads(again.stdout)["unchanged"] == 2
+
+
+async def test_a_change_made_just_after_the_full_read_is_not_lost(
+    nb_env: NetBoxPeer, db: Database, settings: Settings, tmp_path: Path, lab_keys: None
+) -> None:
+    """The change log's cursor is placed before the full read: a change between that
+    read and the loop's first look at the log is read then (it used to start past it)."""
+    folder = tmp_path / "inventory"
+    async with Lab(devices=1, base_port=0, interfaces=2, ssh=False) as lab:
+        fast_inventory(lab, folder)
+    nb = NetBoxLab(nb_env.api)
+    device_id = nb.add("before", 16101)
+    s = nb_settings(settings, nb_env, tmp_path / "data")
+    sync = InventorySync(s, db, make_source(s, folder, TaskRegistry.discover([])))
+    try:
+        assert (await sync.reconcile()).summary()["added"] == ["before"]
+        nb_env.api.update("dcim/devices", device_id, {"name": "after"})
+        loop = asyncio.create_task(sync.run())
+        try:
+
+            async def renamed() -> bool:
+                return "after" in await rows(db)
+
+            await eventually(renamed, what="the rename made before the loop's first read")
+        finally:
+            loop.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loop
+    finally:
+        await sync.source.close()

@@ -157,6 +157,7 @@ class InventorySync:
         self._pending: set[str] = set()
         self._pending_full = False
         self._pending_at: float | None = None
+        self._cursor: Any = None  # where the change log was read up to
         self._cache = settings.data_dir / "inventory" / f"{source.owner}.json"
 
     @property
@@ -179,6 +180,7 @@ class InventorySync:
         recorded."""
         started = datetime.now(UTC)
         t0 = time.perf_counter()
+        await self._start_feed(dry_run)
         try:
             fetched = await self.source.fetch_all()
         except Exception as exc:  # a source error of any kind: nothing is retired
@@ -188,6 +190,18 @@ class InventorySync:
         report = await self._apply("full", fetched, started, dry_run=dry_run, force=force)
         report.seconds = time.perf_counter() - t0
         return report
+
+    async def _start_feed(self, dry_run: bool) -> None:
+        """Place the change log's cursor before the first full read: a change made while
+        that read runs is then read again by the incremental loop, not lost between the
+        two (a cursor placed after the read would start past it)."""
+        feed: ChangeFeed | None = getattr(self.source, "feed", None)
+        if feed is None or dry_run or self._cursor is not None:
+            return
+        try:
+            self._cursor = (await feed.changes_since(None)).cursor
+        except Exception as exc:  # the full read will say what is wrong with the source
+            log.debug("change log cursor not placed", error=str(exc))
 
     async def _fetch_failed(
         self, exc: Exception, started: datetime, dry_run: bool, use_cache: bool
@@ -379,7 +393,6 @@ class InventorySync:
         changes_every = netbox.changes_interval.total_seconds()
         loop = asyncio.get_running_loop()
         next_full = loop.time() + full_every
-        cursor: Any = None
         while True:
             timeout = max(0.0, min(next_full - loop.time(), changes_every))
             with contextlib.suppress(TimeoutError):
@@ -389,11 +402,11 @@ class InventorySync:
             try:
                 if feed is not None and not self._wake.is_set():
                     try:
-                        batch = await feed.changes_since(cursor)
+                        batch = await feed.changes_since(self._cursor)
                     except Exception as exc:
                         log.warning("inventory change log not read", error=str(exc))
                     else:
-                        cursor = batch.cursor
+                        self._cursor = batch.cursor
                         self._pending.update(batch.ids)
                         self._pending_full = self._pending_full or batch.full
                         if batch.newest is not None and (batch.ids or batch.full):
