@@ -55,6 +55,13 @@ REQUIRED = {
         "baseline": {"typical_us", "catastrophic_us"},
         "ratio": {"typical_us", "catastrophic_us"},
     },
+    "netbox_sync": {
+        # a full reconcile of NetBox devices against a bare paged fetch of them; starts
+        # its own NetBox (tests/netbox_peer.py) unless NETMON_NETBOX_URL names one
+        "figures": {"full_sync_s_per_1000", "incremental_lag_s"},
+        "baseline": {"full_sync_s_per_1000"},
+        "ratio": {"full_sync_s_per_1000"},
+    },
     "netconf": {
         "figures": {
             "cpu_ms_per_device",
