@@ -305,7 +305,7 @@ class InventorySync:
                 applied(result)
             if self.apply_plans is not None:
                 await self.apply_plans(nr, polled)
-            self._save_cache()
+            await asyncio.to_thread(self._save_cache, list(self.hosts.values()))
             self._log(kind, result)
             if result.held:
                 self._raise(result.held_reason)
@@ -395,12 +395,16 @@ class InventorySync:
         next_full = loop.time() + full_every
         while True:
             timeout = max(0.0, min(next_full - loop.time(), changes_every))
+            nudged = False
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
                     await self._wake.wait()
+                    nudged = True
             self._wake.clear()
             try:
-                if feed is not None and not self._wake.is_set():
+                # A webhook's nudge says what changed: the change log is for the rounds
+                # the timer starts.
+                if feed is not None and not nudged:
                     try:
                         batch = await feed.changes_since(self._cursor)
                     except Exception as exc:
@@ -428,13 +432,14 @@ class InventorySync:
 
     # -- the last good read, for a start without the source ------------------------------
 
-    def _save_cache(self) -> None:
+    def _save_cache(self, hosts: list[InventoryHost]) -> None:
+        """In a thread: at tens of thousands of hosts this is a second of work."""
         if self.key.owner == "yaml":
             return  # the folder is its own cache
         try:
             self._cache.parent.mkdir(parents=True, exist_ok=True)
             tmp = self._cache.with_suffix(".tmp")
-            tmp.write_text(json.dumps([_host_json(h) for h in self.hosts.values()]))
+            tmp.write_text(json.dumps([_host_json(h) for h in hosts]))
             tmp.replace(self._cache)
         except OSError as exc:
             log.warning("inventory cache not written", path=str(self._cache), error=str(exc))

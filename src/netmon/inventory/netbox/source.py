@@ -293,21 +293,26 @@ class NetBoxSource:
             return []
         total = (await self.client.get(path, {"limit": 1, "fields": "id"})).get("count")
 
+        proven: set[str] = set()
+
         async def ignored(key: str) -> bool:
             try:
                 answer = await self.client.get(path, {key: PROBE, "limit": 1, "fields": "id"})
             except NetBoxRequestError as exc:
                 if exc.status == 400:
-                    return False  # NetBox checked the value: it knows the filter
+                    proven.add(key)  # NetBox checked the value: it knows the filter
+                    return False
                 raise
             return bool(total) and answer.get("count") == total
 
         verdicts = await _together(*(ignored(key) for key in keys))
-        # Only a filter found known is remembered: an empty NetBox proves nothing.
-        if total:
-            self._checked.update(
-                (path, k) for k, bad in zip(keys, verdicts, strict=True) if not bad
-            )
+        # A filter is remembered as known once proven: NetBox refused the probe's value,
+        # or the probe narrowed a list that has objects (an empty list proves nothing).
+        self._checked.update(
+            (path, k)
+            for k, bad in zip(keys, verdicts, strict=True)
+            if k in proven or (total and not bad)
+        )
         return [key for key, bad in zip(keys, verdicts, strict=True) if bad]
 
     async def _chunked(
@@ -403,9 +408,13 @@ class NetBoxSource:
         if cursor is None:
             return ChangeBatch(frozenset(), False, await self._newest_cursor(None))
         params: dict[str, Any] = {"ordering": "time"}
+        newer: dict[str, Any] = {}
         if cursor.time is not None:
             params["time_after"] = (_parse_time(cursor.time) - OVERLAP).isoformat()
-        count = await self._changes({**params, "limit": 1}, count=True)
+            newer["time_after"] = cursor.time
+        # Counted past the cursor only: counting the overlap too, a burst of changes
+        # would look new at every read for a minute (a full sync at every read).
+        count = await self._changes({**params, **newer, "limit": 1}, count=True)
         if count > MAX_CHANGES:
             # A bulk import or edit: reading thousands of changes costs more than one
             # full reconcile, which it needs anyway.
