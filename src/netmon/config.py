@@ -356,8 +356,8 @@ class InventorySettings(_Section):
         min_length=1,
         max_length=200,
         description="This poller's identity: devices are owned per source and poller, so "
-        "pollers sharing a database never release each other's. Default: host name and "
-        "data_dir.",
+        "pollers sharing a database never retire each other's. Default: the host name "
+        "(set one per poller when several run on one host).",
     )
     retire_guard: float = Field(
         default=0.3,
@@ -658,7 +658,7 @@ class Settings(BaseSettings):
     @property
     def poller_id(self) -> str:
         """Who owns the devices this process polls (see InventorySettings.poller_id)."""
-        return self.inventory.poller_id or f"{socket.gethostname()}:{self.data_dir}"
+        return self.inventory.poller_id or socket.gethostname()
 
 
 _SECRET_KEYS = {("database", "password"), ("api", "token_pepper")}
