@@ -519,3 +519,57 @@ async def test_a_change_made_just_after_the_full_read_is_not_lost(
                 await loop
     finally:
         await sync.source.close()
+
+
+async def test_maintenance_in_netbox_is_a_silence_on_the_device(
+    nb_env: NetBoxPeer, db: Database, settings: Settings, tmp_path: Path, lab_keys: None
+) -> None:
+    folder = tmp_path / "inventory"
+    async with Lab(devices=1, base_port=0, interfaces=2, ssh=False) as lab:
+        fast_inventory(lab, folder)
+    nb = NetBoxLab(nb_env.api)
+    for field in ("maintenance_start", "maintenance_end"):
+        nb_env.api.create(
+            "extras/custom-fields",
+            {"name": field, "type": "datetime", "object_types": ["dcim.device"]},
+        )
+    window = nb_env.api.create("extras/tags", {"name": "maintenance", "slug": "maintenance"})
+    device_id = nb.add("in-maintenance", 16101)
+    nb.add("working", 16102)
+    nb_env.api.update(
+        "dcim/devices",
+        device_id,
+        {
+            "tags": [nb.tag["id"], window["id"]],
+            "custom_fields": {
+                "rack_row": "R1",
+                "maintenance_start": "2026-01-01T22:00:00Z",
+                "maintenance_end": "2099-01-01T02:00:00Z",
+            },
+        },
+    )
+    s = nb_settings(settings, nb_env, tmp_path / "data")
+    sync = InventorySync(s, db, make_source(s, folder, TaskRegistry.discover([])))
+    try:
+        assert (await sync.reconcile()).ok
+        silences = await db.pool.fetch(
+            "SELECT source, matchers, starts_at, ends_at, comment FROM silences"
+        )
+        assert len(silences) == 1
+        assert silences[0]["source"] == "inventory"
+        assert json.loads(silences[0]["matchers"]) == ['device="in-maintenance"']
+        assert silences[0]["starts_at"].isoformat() == "2026-01-01T22:00:00+00:00"
+        assert silences[0]["ends_at"].isoformat() == "2099-01-01T02:00:00+00:00"
+        # The tag and fields removed in NetBox: the silence goes with the next sync.
+        nb_env.api.update(
+            "dcim/devices",
+            device_id,
+            {
+                "tags": [nb.tag["id"]],
+                "custom_fields": {"maintenance_start": None, "maintenance_end": None},
+            },
+        )
+        assert (await sync.reconcile()).ok
+        assert await db.pool.fetchval("SELECT count(*) FROM silences") == 0
+    finally:
+        await sync.source.close()
