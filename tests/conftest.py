@@ -192,3 +192,21 @@ async def lab(request: pytest.FixtureRequest, lab_keys: None) -> AsyncIterator[A
     ssh = marker.kwargs.get("ssh", False) if marker else False
     async with Lab(devices=3, base_port=0, interfaces=interfaces, ssh=ssh) as running:
         yield running
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """For a test that runs the CLI in this process (typer's CliRunner): the CLI points
+    structlog and logging at the runner's stderr, which is closed after; later tests'
+    log lines would fail on it (a CI run lost the outage log lines this way)."""
+    import logging
+
+    import structlog
+
+    saved = structlog.get_config()
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    structlog.configure(**saved)
+    root.handlers[:] = handlers
+    root.setLevel(level)

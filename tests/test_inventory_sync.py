@@ -327,7 +327,7 @@ async def test_shrinking_the_yaml_inventory_leaves_no_ghosts_and_two_pollers_sha
 
 
 def test_cli_dry_run_json_then_sync_then_purge(
-    api_database_url: str, tmp_path: Path, community: None
+    api_database_url: str, tmp_path: Path, community: None, restore_logging: None
 ) -> None:
     folder = write_folder(tmp_path / "inv", ["r1", "r2"])
     config = tmp_path / "netmon.yaml"

@@ -449,7 +449,7 @@ async def test_webhook_is_not_there_without_a_secret(api_database_url: str, tmp_
 
 
 def test_cli_dry_run_shows_netbox_devices_then_applies(
-    nb_env: NetBoxPeer, api_database_url: str, tmp_path: Path, lab_keys: None
+    nb_env: NetBoxPeer, api_database_url: str, tmp_path: Path, lab_keys: None, restore_logging: None
 ) -> None:
     folder = tmp_path / "inventory"
     folder.mkdir()
