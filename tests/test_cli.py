@@ -64,6 +64,27 @@ def test_bad_config_exits_2_naming_file_and_key(tmp_path):
     assert "Traceback" not in out.stderr
 
 
+def test_each_in_process_invocation_reads_its_own_config(tmp_path, restore_logging):
+    # Scripts and tests run the app twice in one process; the second must not get the
+    # first's settings (a CI run's NetBox test connected to an earlier test's database).
+    from typer.testing import CliRunner
+
+    from netmon.cli.main import app
+
+    good = tmp_path / "good.yaml"
+    good.write_text(
+        "database: {url: 'postgresql://postgres@127.0.0.1:1/good'}\nlog: {level: error}\n"
+    )
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("storage:\n  raw_retention: sometimes\n")
+    runner = CliRunner()
+    first = runner.invoke(app, ["-c", str(good), "db", "status"])
+    assert first.exit_code == 3, first.output
+    second = runner.invoke(app, ["-c", str(bad), "db", "status"])
+    assert second.exit_code == 2, second.output
+    assert "storage.raw_retention" in second.output
+
+
 def test_alerts_check_reads_the_example_and_names_the_rule_and_field_of_a_bad_one(tmp_path):
     example = Path(__file__).parent.parent / "rules.example.yaml"
     out = netmon("alerts", "check", str(example))

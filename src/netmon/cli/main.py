@@ -70,9 +70,12 @@ def root(
         str | None, typer.Option(help="json, console or auto (JSON unless on a terminal).")
     ] = None,
 ) -> None:
+    # Each invocation reads its own config: a caller running the app twice in one process
+    # (a test, a script) must not get the first invocation's settings.
     state.config = config
     state.log_level = log_level
     state.log_format = log_format
+    state.settings = None
 
 
 def settings() -> Settings:
