@@ -16,7 +16,6 @@ from litestar.di import Provide
 from litestar.exceptions import HTTPException
 from litestar.middleware.base import DefineMiddleware
 from litestar.openapi.config import OpenAPIConfig
-from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.types import ControllerRouterHandler
 
@@ -39,6 +38,7 @@ from netmon.api.controllers.webhooks import DeliveryController, WebhookControlle
 from netmon.api.feeds import FeedHub
 from netmon.api.problems import handle_exception
 from netmon.api.tokens import TokenCache
+from netmon.ui import PAGES_PATTERN, PUBLIC_PATTERNS, schema_viewer, templates, ui_handlers
 
 __all__ = ["create_app"]
 
@@ -47,7 +47,8 @@ Devices, series, metrics, events, alerts (rules, silences, webhooks) and live fe
 netmon.
 
 Authenticate with `Authorization: Bearer <token>`; make a token with
-`netmon token create --role viewer|operator|admin`. Every error is a problem-details
+`netmon token create --role viewer|operator|admin`. The web UI at `/` signs in with the
+same tokens (an HttpOnly cookie; see docs/ui.md). Every error is a problem-details
 document (`application/problem+json`) that says why.
 """
 
@@ -73,6 +74,7 @@ def route_handlers() -> list[ControllerRouterHandler]:
         WebhookController,
         DeliveryController,
         LiveController,
+        *ui_handlers(),
     ]
 
 
@@ -128,7 +130,8 @@ def create_app(ctx: ApiContext, *, manage_db: bool = False) -> Litestar:
                 AuthMiddleware,
                 tokens=tokens,
                 rate_limit=settings.rate_limit,
-                exclude=["^/metrics$"] if settings.metrics_public else None,
+                exclude=[*PUBLIC_PATTERNS, *(["^/metrics$"] if settings.metrics_public else [])],
+                pages=PAGES_PATTERN,
             ),
         ],
         exception_handlers={HTTPException: handle_exception, Exception: handle_exception},
@@ -150,8 +153,10 @@ def create_app(ctx: ApiContext, *, manage_db: bool = False) -> Litestar:
                     )
                 }
             ),
-            render_plugins=[ScalarRenderPlugin()],
+            # Swagger UI from the package's own copy: /schema works offline.
+            render_plugins=[schema_viewer()],
         ),
+        template_config=templates(),
         lifespan=[lifespan],
         logging_config=None,
         debug=False,

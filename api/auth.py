@@ -1,7 +1,12 @@
 """Who is asking, and may they: bearer tokens, roles, site scope, rate limits.
 
 Every route but ``/health/*`` and ``/schema*`` needs a token (``Authorization: Bearer``;
-WebSockets may pass ``?access_token=`` as browsers cannot set their headers). Roles nest:
+WebSockets may pass ``?access_token=`` as browsers cannot set their headers). The web UI's
+browser holds its token in an HttpOnly cookie (``netmon.ui.session``); the cookie counts for
+the UI's pages, the JSON API and the feeds alike, with two extra checks because a browser
+sends it by itself: a state-changing request must carry ``X-Requested-With`` (a header no
+other site's page can add without a CORS preflight, which this API never grants with
+credentials), and a request that names its ``Origin`` must name this host. Roles nest:
 viewer reads, operator also changes devices and reloads the inventory, admin also reads
 the audit log and manages tokens. A token limited to sites sees only those sites'
 devices; the rest answer 404 so that their names do not leak.
@@ -9,6 +14,7 @@ devices; the rest answer 404 so that their names do not leak.
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -28,6 +34,7 @@ from litestar.middleware.authentication import (
 )
 from litestar.types import ASGIApp, Guard
 
+from netmon.api.cookie_auth import TOKEN_COOKIE, check_cookie_request
 from netmon.config import Role
 from netmon.store.audit import Actor
 
@@ -153,7 +160,13 @@ def _bearer(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
             raise NotAuthorizedException("expected 'Authorization: Bearer <token>'")
         return value.strip()
     if connection.scope["type"] == ScopeType.WEBSOCKET:
-        return connection.query_params.get("access_token")
+        query: str | None = connection.query_params.get("access_token")
+        if query:
+            return query
+    cookie = connection.cookies.get(TOKEN_COOKIE)
+    if cookie:
+        check_cookie_request(connection)
+        return cookie
     return None
 
 
@@ -165,10 +178,14 @@ class AuthMiddleware(AbstractAuthenticationMiddleware):
         tokens: TokenCache,
         rate_limit: int,
         exclude: list[str] | None = None,
+        pages: str | None = None,
     ) -> None:
         super().__init__(app, exclude=[*PUBLIC_PATHS, *(exclude or [])])
         self.tokens = tokens
         self.limiter = RateLimiter(rate_limit) if rate_limit else None
+        # The UI's pages: without a valid token they are asked for anyway (user None),
+        # so that the page can send the browser to the login form instead of a 401.
+        self.pages = re.compile(pages) if pages else None
 
     async def authenticate_request(
         self, connection: ASGIConnection[Any, Any, Any, Any]
@@ -177,10 +194,18 @@ class AuthMiddleware(AbstractAuthenticationMiddleware):
         if not request_id or len(request_id) > 100 or not request_id.isprintable():
             request_id = uuid.uuid4().hex
         connection.scope.setdefault("state", {})["request_id"] = request_id
+        page = self.pages is not None and self.pages.match(connection.scope["path"]) is not None
         token = _bearer(connection)
         if not token:
+            if page:
+                return AuthenticationResult(user=None, auth=None)
             raise NotAuthorizedException("a token is required: 'Authorization: Bearer <token>'")
-        principal = await self.tokens.principal(token)
+        try:
+            principal = await self.tokens.principal(token)
+        except NotAuthorizedException:
+            if page:  # revoked or expired: the page says so and offers the login form
+                return AuthenticationResult(user=None, auth=None)
+            raise
         if self.limiter is not None:
             wait = self.limiter.take(principal.token_id or principal.name)
             if wait:

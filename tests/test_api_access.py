@@ -106,14 +106,20 @@ MATRIX: dict[tuple[str, str], str] = {
 }
 
 
+# The web UI's pages: HTML over the API's own routes, outside the OpenAPI document.
+UI_PAGES = {"/", "/login", "/logout", "/devices", "/devices/{device_id}", "/alerts", "/configs"}
+
+
 def app_routes(app: Any) -> set[tuple[str, str]]:
     """(method, path) of every route the app serves, but the OpenAPI document's own
-    (/schema*, public) and the OPTIONS answers Litestar adds to every path."""
+    (/schema*, public), the web UI's and the OPTIONS answers Litestar adds to every path."""
     found: set[tuple[str, str]] = set()
     for route in app.routes:
         path = re.sub(r"\{(\w+):\w+\}", r"{\1}", route.path)
         if path == "/schema" or path.startswith("/schema/"):
             continue
+        if path in UI_PAGES or path.startswith("/static/"):
+            continue  # the web UI's pages and assets: tests/test_ui.py
         if isinstance(route, WebSocketRoute):
             found.add(("WS", path))
         elif isinstance(route, HTTPRoute):

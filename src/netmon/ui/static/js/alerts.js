@@ -1,0 +1,74 @@
+// Alerts: open ones (or every state, with history), acknowledge and silence (operator),
+// silences, and the live event stream. A viewer sees the buttons disabled; the API
+// refuses the call anyway (403), which is what counts.
+"use strict";
+
+(() => {
+  const { api, all, el, fill, badge, ago, feed, debounce, eventItem, operator } = window.netmon;
+  const error = document.getElementById("error");
+  let view = "open";
+
+  function show(message) {
+    error.textContent = message;
+    error.hidden = !message;
+  }
+
+  async function act(path, body, button) {
+    button.disabled = true;
+    try {
+      await api(path, { method: "POST", body: JSON.stringify(body) });
+      show("");
+    } catch (e) {
+      show(`${button.textContent}: ${e.message}`);
+    }
+    await load();
+  }
+
+  function row(a) {
+    const ack = el("button", { class: "ack", disabled: !operator || a.state !== "firing", title: operator ? "" : "needs the operator role", text: "Acknowledge" });
+    ack.addEventListener("click", () => act(`/api/v1/alerts/${a.id}/ack`, { comment: "from the web UI" }, ack));
+    const silence = el("button", { class: "silence", disabled: !operator || a.state === "resolved", title: operator ? "" : "needs the operator role", text: "Silence 1 h" });
+    const matchers = [`rule="${a.rule}"`, `device="${a.device}"`];
+    silence.addEventListener("click", () => act("/api/v1/silences", { matchers, duration: "1h", comment: "from the web UI" }, silence));
+    return el("tr", { "data-id": a.id, "data-state": a.state },
+      el("td", {}, badge(a.severity)),
+      el("td", {}, badge(a.state), a.silenced_by.length ? badge("silenced") : null,
+        a.acknowledged_by ? el("small", { text: ` by ${a.acknowledged_by}` }) : null),
+      el("td", { text: a.rule }),
+      el("td", {}, el("a", { href: `/devices?name=${encodeURIComponent(a.device)}`, text: a.device })),
+      el("td", { text: a.summary }),
+      el("td", { title: a.started_at || a.pending_at, text: ago(a.started_at || a.pending_at) }),
+      el("td", { class: "actions" }, ack, " ", silence));
+  }
+
+  async function load() {
+    const alerts = await all("/api/v1/alerts", view === "all" ? { states: "all" } : {});
+    fill(document.querySelector("#alerts tbody"), alerts.map(row));
+    const silences = await api("/api/v1/silences?limit=50");
+    fill(document.querySelector("#silences tbody"), silences.items
+      .filter((s) => !s.ends_at || new Date(s.ends_at) > new Date())
+      .map((s) => el("tr", {},
+        el("td", { text: s.matchers.join(", ") }),
+        el("td", { text: s.ends_at ? new Date(s.ends_at).toLocaleString() : "–" }),
+        el("td", { text: s.created_by || "" }),
+        el("td", { text: s.comment || "" }))));
+  }
+
+  for (const radio of document.querySelectorAll("input[name=view]")) {
+    radio.addEventListener("change", () => {
+      view = radio.value;
+      load().catch((e) => show(e.message));
+    });
+  }
+  load().catch((e) => show(e.message));
+  const later = debounce(() => load().catch((e) => show(e.message)), 500);
+  feed("alerts", {}, (message) => message.type === "alert" && later());
+  api("/api/v1/events?limit=50").then((page) =>
+    fill(document.getElementById("events"), page.items.map(eventItem))).catch(console.error);
+  feed("events", {}, (message) => {
+    if (message.type !== "events") return;
+    const list = document.getElementById("events");
+    for (const e of message.events) list.prepend(eventItem(e));
+    while (list.children.length > 200) list.lastChild.remove();
+  });
+})();
