@@ -21,6 +21,7 @@ import asyncio
 import importlib.util
 import json
 import re
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -451,5 +452,36 @@ async def test_a_wrong_column_fails(lab_data: LabData) -> None:
         q = Query(q.start, q.end, q.interval, {"device": "lab-0001", "interface": "eth0"})
         with pytest.raises(asyncpg.UndefinedColumnError):
             await conn.fetch(expand(sql, q))
+    finally:
+        await conn.close()
+
+
+async def test_the_read_only_role_runs_every_query_and_reads_no_secret(lab_data: LabData) -> None:
+    """grafana/grafana-role.sql grants what every panel and variable reads, and no more."""
+    role = f"netmon_grafana_{uuid.uuid4().hex[:8]}"  # roles are per server: one per run
+    grants = (GRAFANA / "grafana-role.sql").read_text().replace("netmon_grafana", f'"{role}"')
+    q = Query(lab_data.now - timedelta(hours=6), lab_data.now, timedelta(minutes=1), {})
+    conn = await asyncpg.connect(lab_data.url)
+    try:
+        await conn.execute(f'CREATE ROLE "{role}" NOLOGIN')
+        try:
+            await conn.execute(grants)
+            await conn.execute(f'SET ROLE "{role}"')
+            ran = 0
+            for name, board in DASHBOARDS.items():
+                filled = await _variables(conn, board, q)
+                for panel in board["panels"]:
+                    for target in panel["targets"]:
+                        assert await conn.fetch(expand(target["rawSql"], filled)), name
+                        ran += 1
+            assert ran == sum(len(p["targets"]) for _, p in _panels())
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.fetch("SELECT secret FROM webhooks")
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.fetch("SELECT hash FROM api_tokens")
+            await conn.execute("RESET ROLE")
+        finally:
+            await conn.execute(f'DROP OWNED BY "{role}"')
+            await conn.execute(f'DROP ROLE "{role}"')
     finally:
         await conn.close()
