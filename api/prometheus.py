@@ -257,7 +257,7 @@ class MetricsExporter:
         own = generate_latest(self.registry) if sites is None else _build_info()
         if sites is None and self.ctx.core is not None:
             own += await self._core()
-        if not self.ctx.settings.api.metrics_device_samples:
+        if not self.ctx.settings.api.device_samples_exported:
             return own
         ok = True
         rows: list[DeviceRow] = []

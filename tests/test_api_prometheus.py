@@ -28,7 +28,7 @@ from netmon.api.context import ApiContext
 from netmon.api.device_export import DeviceSampleCollector, device_metric_name
 from netmon.api.http_stats import HttpMetricsMiddleware, HttpStats
 from netmon.api.server import ApiServer
-from netmon.config import Settings, load_settings
+from netmon.config import Role, Settings, load_settings
 from netmon.core_control import LocalCore
 from netmon.histogram import POLL_SECONDS_BUCKETS, WRITE_SECONDS_BUCKETS, Histogram
 from netmon.poller.scheduler import PollerStats
@@ -249,12 +249,14 @@ class Api:
         return response.content
 
 
-async def token_for(db: Database, settings: Settings, sites: list[str] | None = None) -> str:
+async def token_for(
+    db: Database, settings: Settings, sites: list[str] | None = None, role: Role = "viewer"
+) -> str:
     async with db.pool.acquire() as conn:
         _, token = await create_token(
             conn,
-            name=f"scraper-{len(sites or [])}",
-            role="viewer",
+            name=f"scraper-{role}-{'-'.join(sites or [])}",
+            role=role,
             created_by="test",
             pepper=settings.api.resolved_pepper(),
             sites=sites,
@@ -336,13 +338,16 @@ async def test_a_write_moves_the_writer_counters(settings: Settings, db: Databas
             value(after, "netmon_http_requests_total", method="GET", route="/metrics", status="200")
             == 1
         )
-        assert not [k for k in after if k[0].startswith("netmon_device_")]
+        # Device samples are on by default: the three series just written.
+        assert value(after, "netmon_exported_device_series") == 3
 
 
-async def test_device_samples_only_when_enabled(settings: Settings, db: Database):
+async def test_device_samples_on_unless_turned_off(settings: Settings, db: Database):
     now = datetime.now(UTC)
-    for enabled in (False, True):
-        s = api_settings(settings, metrics_device_samples=enabled)
+    for enabled in (False, None):
+        # None: the default, not set at all.
+        extra = {} if enabled is None else {"metrics_device_samples": enabled}
+        s = api_settings(settings, **extra)
         async with writing(s, db) as core, served(s, db, core) as api:
             assert core.writer is not None
             await core.writer.write(interface_samples("r1", now, 100))
@@ -354,7 +359,7 @@ async def test_device_samples_only_when_enabled(settings: Settings, db: Database
             promtool_check(page)
             samples = parse(page)
             devices = [k for k in samples if k[0].startswith("netmon_device_")]
-            if not enabled:
+            if enabled is False:
                 assert not devices
                 assert value(samples, "netmon_exported_device_series") is None
                 continue
@@ -385,11 +390,38 @@ async def test_device_samples_only_when_enabled(settings: Settings, db: Database
             assert b"# TYPE netmon_device_if_hc_in_octets_total counter" in page
             assert b"# TYPE netmon_device_sys_up_time gauge" in page
 
-            # A token limited to sites sees those sites' devices only.
+            # A token limited to sites sees those sites' devices only, and none of
+            # netmon's own figures (they are of every site's polls).
             lon1 = await token_for(db, s, sites=["lon1"])
             scoped = parse(await api.scrape(token=lon1))
             seen = {o["device"] for o in named(scoped, "netmon_device_if_hc_in_octets_total")}
             assert seen == {"r1"}
+            assert value(scoped, "netmon_exported_device_series") == 3
+            assert not named(scoped, "process_resident_memory_bytes")
+            assert not named(scoped, "netmon_writer_samples_stored_total")
+            nowhere = await token_for(db, s, sites=["nowhere"])
+            assert (
+                value(parse(await api.scrape(token=nowhere)), "netmon_exported_device_series") == 0
+            )
+            # Every role may read /metrics (viewer is the least).
+            for role in ("operator", "admin"):
+                assert (await api.get(token=await token_for(db, s, role=role))).status_code == 200
+
+
+async def test_public_metrics_carry_device_samples_only_when_said(settings: Settings, db: Database):
+    """metrics_public opens /metrics to anyone who reaches it: device names, sites and
+    interfaces go there only if the operator wrote metrics_device_samples: true, not by
+    the default."""
+    now = datetime.now(UTC)
+    for explicit, expected in ((None, None), (True, 3), (False, None)):
+        extra = {} if explicit is None else {"metrics_device_samples": explicit}
+        s = api_settings(settings, metrics_public=True, **extra)
+        async with writing(s, db) as core, served(s, db, core) as api:
+            assert core.writer is not None
+            await core.writer.write(interface_samples("r1", now, 100))
+            samples = parse(await api.scrape(token=None))
+            assert bool(named(samples, "netmon_device_if_hc_in_octets_total")) == bool(expected)
+            assert value(samples, "netmon_exported_device_series") == expected
 
 
 async def test_token_needed_unless_public(settings: Settings, db: Database):

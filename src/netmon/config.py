@@ -418,7 +418,9 @@ class ApiSettings(_Section):
         default=200, ge=1, le=100_000, description="Most series one metrics query may return."
     )
     metrics_public: bool = Field(
-        default=False, description="Serve /metrics without a token (for a scraper on a LAN)."
+        default=False,
+        description="Serve /metrics without a token (for a scraper on a LAN). Device samples "
+        "are then on it only if metrics_device_samples is set to true explicitly.",
     )
     ready_timeout: Duration = Field(
         default=timedelta(seconds=2),
@@ -431,9 +433,10 @@ class ApiSettings(_Section):
         "(slower than normal but within it is ready); capped by ready_timeout.",
     )
     metrics_device_samples: bool = Field(
-        default=False,
-        description="Also export the latest device samples on /metrics "
-        "(one time series per netmon series: size it before you turn it on).",
+        default=True,
+        description="Also export the latest device samples on /metrics (one time series "
+        "per netmon series with a recent sample), each token its sites' devices only. On a "
+        "public /metrics (metrics_public) only when set to true explicitly.",
     )
     ws_queue: int = Field(
         default=1000, ge=1, le=1_000_000, description="Messages buffered per WebSocket client."
@@ -536,6 +539,16 @@ class ApiSettings(_Section):
         if head is not None and value > head:
             raise ValueError(f"must be at most max_header_bytes ({head})")
         return value
+
+    @property
+    def device_samples_exported(self) -> bool:
+        """Whether /metrics carries device samples. On by default for scrapes with a
+        token (each sees its sites' devices); a public /metrics names every site's devices
+        to anyone who can reach it, so there only when the operator set
+        metrics_device_samples: true in so many words, not by the default."""
+        if not self.metrics_device_samples:
+            return False
+        return not self.metrics_public or "metrics_device_samples" in self.model_fields_set
 
     def resolved_pepper(self) -> bytes:
         if self.token_pepper is not None:
