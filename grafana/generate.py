@@ -107,6 +107,23 @@ def combine(aggregate: str = "avg", scale: str = "") -> str:
     )
 
 
+def ratio(whole: str, per: str, legend: str, scale: str) -> str:
+    """Each series over the ``whole`` series of the same step and ``per`` group (used
+    over size, bit/s over speed), times ``scale``. A window, not a self-join: joining
+    two CTE scans on time costs steps x steps."""
+    return (
+        f"SELECT time, metric, {scale} * value / whole AS value\n"
+        "FROM (\n"
+        f"  SELECT g.time, {legend} AS metric, p.name, g.value,\n"
+        f"         max(g.value) FILTER (WHERE p.name = '{whole}') OVER (PARTITION BY {per})"
+        " AS whole\n"
+        "  FROM grouped g JOIN picked p ON p.id = g.series_id\n"
+        ") r\n"
+        f"WHERE name <> '{whole}' AND whole > 0\n"
+        "ORDER BY 1, 2"
+    )
+
+
 def last_value(where: str, column: str = "value") -> str:
     """The newest raw sample in the range of the one series ``where`` picks."""
     return (
@@ -490,13 +507,7 @@ def device() -> Json:
             "Memory and storage used",
             series_sql(
                 pick(f"{_DEVICE} AND s.metric IN ('hrStorageUsed', 'hrStorageSize')"),
-                "SELECT u.time, pu.labels->>'storage' AS metric, 100 * u.value / z.value AS value\n"
-                "FROM grouped u\n"
-                "JOIN picked pu ON pu.id = u.series_id AND pu.name = 'hrStorageUsed'\n"
-                "JOIN picked pz ON pz.name = 'hrStorageSize' AND pz.labels = pu.labels\n"
-                "JOIN grouped z ON z.series_id = pz.id AND z.time = u.time\n"
-                "WHERE z.value > 0\n"
-                "ORDER BY 1, 2",
+                ratio("hrStorageSize", "g.time, p.labels", "p.labels->>'storage'", "100"),
             ),
             "percent",
             "HOST-RESOURCES-MIB storage areas (physical memory, flash, disks): used over size.",
@@ -593,12 +604,7 @@ def interface() -> Json:
                     " ('ifHCInOctets:rate', 'ifHCOutOctets:rate', 'ifSpeed')",
                     direction,
                 ),
-                "SELECT g.time, p.metric, 800 * g.value / sp.value AS value\n"
-                "FROM grouped g JOIN picked p ON p.id = g.series_id AND p.name <> 'ifSpeed'\n"
-                "JOIN picked ps ON ps.name = 'ifSpeed'\n"
-                "JOIN grouped sp ON sp.series_id = ps.id AND sp.time = g.time\n"
-                "WHERE sp.value > 0\n"
-                "ORDER BY 1, 2",
+                ratio("ifSpeed", "g.time", "p.metric", "800"),
             ),
             "percent",
             "Bits per second over the interface's speed (ifHighSpeed, else ifSpeed), "
