@@ -1,27 +1,27 @@
 """Devices' latest samples on ``/metrics`` (``api.metrics_device_samples``): the query,
-Prometheus names for netmon's metric and label names, and the Collector that turns the rows
-of one scrape into families. ``MetricsExporter`` in ``prometheus.py`` runs the query and
-adds the families to its page."""
+Prometheus names for netmon's metric and label names, and the text that the rows of one
+scrape become. ``MetricsExporter`` in ``prometheus.py`` runs the query and adds the text
+to its page."""
 
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from netmon.api.context import ApiContext
 from netmon.store.database import Database
 
 __all__ = [
     "DeviceRow",
-    "DeviceSampleCollector",
     "device_lookback",
     "device_metric_name",
+    "device_samples_page",
     "fetch_device_samples",
 ]
 
@@ -158,65 +158,97 @@ def _help(metric: str, unit: str, counter: bool) -> str:
     return f"{metric}{in_unit}: the newest value netmon polled from the device."
 
 
-class DeviceSampleCollector:
-    """The rows of one scrape as gauge and counter families, one per metric, labelled
-    device, site, role and the series' own labels (interface, cpu, storage, ...).
+def _escape(value: str) -> str:
+    """A label value in the text format: backslash, double quote and newline escaped."""
+    if "\\" in value or '"' in value or "\n" in value:
+        return value.replace("\\", r"\\").replace('"', r"\"").replace("\n", r"\n")
+    return value
+
+
+def _escape_help(text: str) -> str:
+    return text.replace("\\", r"\\").replace("\n", r"\n")
+
+
+def _value(value: Any) -> str:
+    # repr() of a float is what Prometheus reads back exactly; the specials are spelled
+    # as the text format wants them.
+    v = float(value)
+    if v != v:
+        return "NaN"
+    if v in (math.inf, -math.inf):
+        return "+Inf" if v > 0 else "-Inf"
+    return repr(v)
+
+
+class _Labels(NamedTuple):
+    """One distinct label text of a series, once per scrape: its Prometheus form."""
+
+    text: str  # 'interface="Gi1/0/1",' (each pair followed by a comma), or ''
+    identity: tuple[tuple[str, str], ...]  # the cleaned pairs, to find duplicates
+
+
+def _labels(labels_json: str) -> _Labels:
+    raw = _labels_decoder.decode(labels_json)
+    pairs = sorted({_label_name(str(k)): str(v) for k, v in raw.items()}.items())
+    kept = tuple((k, v) for k, v in pairs if v)
+    return _Labels("".join(f'{k}="{_escape(v)}",' for k, v in kept), kept)
+
+
+def device_samples_page(rows: Sequence[DeviceRow], ok: bool = True) -> bytes:
+    """The rows of one scrape in the text format, a gauge or counter family per metric,
+    labelled device, site, role and the series' own labels (interface, cpu, storage, ...).
 
     Device counters (ifHCInOctets, ...) are exported as counters with their raw value, as
     snmp_exporter does, so PromQL's rate() applies. Names that clash after sanitising
     share the family of the first kind seen; a second series with the very same labels
-    is left out (Prometheus would reject the duplicate)."""
+    is left out (Prometheus would reject the duplicate). An empty label is left out, as
+    Prometheus reads an empty label and an absent one alike.
 
-    def __init__(self, rows: Sequence[DeviceRow], ok: bool = True) -> None:
-        self.rows = rows
-        self.ok = ok
-
-    def collect(self) -> Iterable[Metric]:
-        families: dict[str, tuple[bool, str, list[tuple[dict[str, str], float]]]] = {}
-        seen: set[tuple[str, tuple[tuple[str, str], ...]]] = set()
-        # Series of one interface share their labels: decode each distinct text once.
-        decoded: dict[str, dict[str, str]] = {}
-        for device, site, role, metric, labels_json, kind, unit, value in self.rows:
-            series_labels = decoded.get(labels_json)
-            if series_labels is None:
-                raw = _labels_decoder.decode(labels_json)
-                series_labels = decoded[labels_json] = {
-                    _label_name(str(k)): str(v) for k, v in raw.items()
-                }
-            name = device_metric_name(metric)
-            labels = {**series_labels, "device": device, "site": site or "", "role": role or ""}
-            identity = (name, tuple(sorted(labels.items())))
-            if identity in seen:
-                continue
-            seen.add(identity)
-            family = families.get(name)
-            if family is None:
-                counter = kind == "counter"
-                family = families[name] = (counter, _help(metric, unit, counter), [])
-            family[2].append((labels, value))
-        for name, (counter, doc, series) in sorted(families.items()):
-            names = sorted({k for labels, _ in series for k in labels})
-            out: GaugeMetricFamily | CounterMetricFamily
-            if counter:
-                out = CounterMetricFamily(name, doc, labels=names)
-            else:
-                out = GaugeMetricFamily(name, doc, labels=names)
-            for labels, value in series:
-                # An absent label and an empty one are the same series to Prometheus.
-                out.add_metric([labels.get(k, "") for k in names], value)
-            yield out
-        yield GaugeMetricFamily(
-            "netmon_exported_device_series",
-            "Device series on this page (api.metrics_device_samples): each has a sample "
-            "newer than the lookback of three poll intervals (at least 10 minutes).",
-            value=len(seen),
-        )
-        yield GaugeMetricFamily(
-            "netmon_exported_device_samples_ok",
-            "1 if the device samples could be read from PostgreSQL for this scrape; 0 if "
-            "not (database away or query past its timeout): they are missing from it.",
-            value=1 if self.ok else 0,
-        )
+    Written out directly rather than through prometheus_client's metric objects: at
+    hundreds of thousands of series a sample object, a label dict and a sort per series
+    cost several times the query (bench/prometheus_export.py). What repeats (a label text,
+    a device's labels) is escaped once per scrape."""
+    families: dict[str, tuple[bool, str, list[str]]] = {}
+    seen: set[tuple[str, str, tuple[tuple[str, str], ...]]] = set()
+    labels_of: dict[str, _Labels] = {}
+    devices: dict[tuple[str, str | None, str | None], str] = {}
+    for device, site, role, metric, labels_json, kind, unit, value in rows:
+        labels = labels_of.get(labels_json)
+        if labels is None:
+            labels = labels_of[labels_json] = _labels(labels_json)
+        name = device_metric_name(metric)
+        identity = (name, device, labels.identity)
+        if identity in seen:
+            continue
+        seen.add(identity)
+        owner = devices.get((device, site, role))
+        if owner is None:
+            pairs = (("device", device), ("role", role or ""), ("site", site or ""))
+            owner = devices[device, site, role] = ",".join(
+                f'{k}="{_escape(v)}"' for k, v in pairs if v
+            )
+        family = families.get(name)
+        if family is None:
+            counter = kind == "counter"
+            family = families[name] = (counter, _help(metric, unit, counter), [])
+        family[2].append(f"{{{labels.text}{owner}}} {_value(value)}\n")
+    out: list[str] = []
+    for name, (counter, doc, lines) in sorted(families.items()):
+        sample = name + "_total" if counter else name
+        kind = "counter" if counter else "gauge"
+        out.append(f"# HELP {sample} {_escape_help(doc)}\n# TYPE {sample} {kind}\n")
+        out.extend(sample + line for line in lines)
+    out.append(
+        "# HELP netmon_exported_device_series Device series on this page "
+        "(api.metrics_device_samples): each has a sample newer than the lookback of three "
+        "poll intervals (at least 10 minutes).\n"
+        f"# TYPE netmon_exported_device_series gauge\nnetmon_exported_device_series {len(seen)}.0\n"
+        "# HELP netmon_exported_device_samples_ok 1 if the device samples could be read from "
+        "PostgreSQL for this scrape; 0 if not (database away or query past its timeout): "
+        "they are missing from it.\n# TYPE netmon_exported_device_samples_ok gauge\n"
+        f"netmon_exported_device_samples_ok {1 if ok else 0}.0\n"
+    )
+    return "".join(out).encode()
 
 
 def device_lookback(ctx: ApiContext) -> timedelta:

@@ -9,9 +9,8 @@ the API runs as a process of its own. Each app has a registry of its own (never 
 global one), so two apps in one process (tests) do not see each other.
 
 Device samples come from PostgreSQL (one query for every series, newest value within a
-bounded lookback) before generation starts, so the event loop never waits on the database
-inside the synchronous ``collect()``; their text is generated in a worker thread, as it
-grows with the number of series.
+bounded lookback); their text is written directly (``device_samples_page``), in a worker
+thread when it is large, as it grows with the number of series.
 
 What a scrape of ``netmon api --workers N`` sees is the worker that answered: the poller
 and writer figures exist only in ``netmon run``, HTTP and WebSocket figures per worker.
@@ -42,8 +41,8 @@ from netmon import __version__
 from netmon.api.context import ApiContext
 from netmon.api.device_export import (
     DeviceRow,
-    DeviceSampleCollector,
     device_lookback,
+    device_samples_page,
     fetch_device_samples,
 )
 from netmon.api.http_stats import HttpStats, recorded_http_stats
@@ -268,10 +267,9 @@ class MetricsExporter:
                 raise
             ok = False
             log.warning("device samples left out of /metrics", error=f"{type(exc).__name__}: {exc}")
-        collector = DeviceSampleCollector(rows, ok)
         if len(rows) < 1000:
-            return own + generate_latest(collector)
-        return own + await asyncio.to_thread(generate_latest, collector)
+            return own + device_samples_page(rows, ok)
+        return own + await asyncio.to_thread(device_samples_page, rows, ok)
 
     async def _core(self) -> bytes:
         """The core's figures; a core that does not answer leaves them out (logged), as a
