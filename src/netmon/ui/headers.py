@@ -29,7 +29,9 @@ CSP = "; ".join(
 PAGE_HEADERS = [
     ResponseHeader(name="Content-Security-Policy", value=CSP),
     ResponseHeader(name="X-Content-Type-Options", value="nosniff"),
-    ResponseHeader(name="Referrer-Policy", value="no-referrer"),
+    # same-origin, not no-referrer: under no-referrer a browser sends "Origin: null" with
+    # the page's own form posts, and the login and logout forms check the Origin.
+    ResponseHeader(name="Referrer-Policy", value="same-origin"),
     ResponseHeader(name="X-Frame-Options", value="DENY"),
     # A page shows what a token may see: no shared cache may keep it.
     ResponseHeader(name="Cache-Control", value="no-store"),

@@ -117,7 +117,10 @@
     facts.replaceChildren();
     for (const key of ["address", "site", "role", "platform", "lifecycle", "poller"]) fact(facts, key, device[key]);
     fact(facts, "tags", (device.tags || []).join(", "));
-    for (const [key, value] of Object.entries(detail.facts || {})) fact(facts, key, typeof value === "object" ? JSON.stringify(value) : value);
+    // Scalar facts only: the nested ones (per-interface aliases) are the table below.
+    for (const [key, value] of Object.entries(detail.facts || {})) {
+      if (value === null || typeof value !== "object") fact(facts, key, value);
+    }
     const h = detail.health;
     const health = document.getElementById("health");
     health.replaceChildren();
@@ -130,7 +133,8 @@
       fact(health, "overruns", h.overruns);
       fact(health, "last error", h.last_error ? `${h.last_error}${h.last_error_class ? ` (${h.last_error_class})` : ""}, ${ago(h.last_error_at)}` : "none");
     }
-    fill(document.querySelector("#interfaces tbody"), detail.interfaces.map((i) =>
+    const interfaces = [...detail.interfaces].sort((a, b) => a.name.localeCompare(b.name, undefined, { numeric: true }));
+    fill(document.querySelector("#interfaces tbody"), interfaces.map((i) =>
       el("tr", { "data-name": i.name },
         el("td", { text: i.name }),
         el("td", {}, badge(i.admin_status || "–", i.admin_status)),
