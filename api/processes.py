@@ -6,12 +6,15 @@ loop, its threads of the GIL, or (with ``api.nice``) its CPU. The workers share 
 (SO_REUSEPORT; the supervisor holds it bound meanwhile, so port 0 means one port for all),
 reach the database by the core's URL (the embedded server's too) and the core itself over
 its control socket (``netmon.core_control``). One that dies is started again; the
-supervisor gives up after five deaths in a minute and says so.
+supervisor gives up after five deaths in a minute and says so. On a terminal their log
+lines come through this process (``_relay``), so that they print above ``netmon run``'s
+live view instead of under it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
 import os
 import signal
@@ -54,6 +57,7 @@ class ApiProcesses:
         self._watcher: asyncio.Task[None] | None = None
         self._deaths: list[float] = []
         self._stopping = False
+        self._relays: set[asyncio.Task[None]] = set()
 
     def _env(self) -> dict[str, str]:
         api, env = self.settings.api, dict(os.environ)
@@ -75,9 +79,22 @@ class ApiProcesses:
         return env
 
     async def _spawn(self) -> asyncio.subprocess.Process:
+        env = self._env()
+        # On a terminal the parent's live view owns the screen: a child writing to the
+        # terminal itself would land under the view and be redrawn over, or leave the view
+        # stacked. Its lines are relayed through this process's (swappable) stderr instead,
+        # in the format this process's own lines have there.
+        relay = sys.stderr.isatty()
+        if relay and self.settings.log.format == "auto":
+            env["NETMON_LOG__FORMAT"] = "console"
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "netmon", "api", "--workers", "1", env=self._env()
-        )
+            sys.executable, "-m", "netmon", "api", "--workers", "1", env=env,
+            stderr=asyncio.subprocess.PIPE if relay else None,
+        )  # fmt: skip
+        if proc.stderr is not None:
+            task = asyncio.create_task(_relay(proc.stderr), name=f"api-log-relay-{proc.pid}")
+            self._relays.add(task)
+            task.add_done_callback(self._relays.discard)
         if self.settings.api.nice:
             with contextlib.suppress(ProcessLookupError):
                 os.setpriority(os.PRIO_PROCESS, proc.pid, self.settings.api.nice)
@@ -172,6 +189,27 @@ class ApiProcesses:
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
                 await proc.wait()
+        for task in list(self._relays):  # their last lines (EOF follows the exit)
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                async with asyncio.timeout(1.0):
+                    await task
         if self._holder is not None:
             self._holder.close()
             self._holder = None
+
+
+async def _relay(stream: asyncio.StreamReader) -> None:
+    """A child's stderr to ``sys.stderr`` as it is at each write, whole lines only: rich's
+    proxy prints a partial line it is asked to flush as markup. Read in chunks, not
+    lines: a line longer than the reader's limit must not stop the relay (the child
+    would block on a full pipe)."""
+    decoder = codecs.getincrementaldecoder("utf-8")("replace")
+    rest = ""
+    while chunk := await stream.read(65536):
+        text = rest + decoder.decode(chunk)
+        end = text.rfind("\n") + 1
+        if end:
+            sys.stderr.write(text[:end])
+        rest = text[end:]
+    if rest := rest + decoder.decode(b"", final=True):
+        sys.stderr.write(rest + "\n")

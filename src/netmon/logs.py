@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any
+from typing import Any, TextIO, cast
 
 import structlog
 
@@ -21,6 +21,24 @@ def redact_url(url: str) -> str:
     netloc = parts.netloc.rsplit("@", 1)
     userinfo = (parts.username or "") + ":***"
     return urlunsplit(parts._replace(netloc=f"{userinfo}@{netloc[-1]}"))
+
+
+class _Stderr:
+    """``sys.stderr`` as it is at each write, not as it was when logging was configured.
+
+    While ``netmon run`` shows its live view on a terminal, rich swaps in a proxy that
+    prints each line above the view; a stream bound earlier would write under the view
+    and the next redraw would leave a copy of it behind (stacked views).
+    """
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
 
 
 def configure_logging(level: str = "info", fmt: str = "auto") -> None:
@@ -44,10 +62,10 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(cast(TextIO, _Stderr())),
         cache_logger_on_first_use=False,
     )
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(_Stderr())
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],

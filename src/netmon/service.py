@@ -182,13 +182,18 @@ class Service:
             return
         assert self.batcher is not None
         self.poller = PollerService(self.settings, self.db, self.batcher, folder)
-        if self.alerts is not None:
-            # Alert evaluation sees every sample and event as the processor queues it.
-            self.poller.processor.observe = self.alerts.observe
-        await self.poller.start()
-        from netmon.poller.summary import show_summary
+        from netmon.poller.summary import RecentEvents, show_summary
 
-        self._tasks.append(asyncio.create_task(show_summary(self.poller), name="summary"))
+        # Alert evaluation sees every sample and event as the processor queues it; the
+        # summary notes the events (and alert changes) on the way for the terminal view.
+        recent = RecentEvents()
+        alerts = self.alerts
+        self.poller.processor.observe = recent.observer(alerts.observe if alerts else None)
+        if alerts is not None:
+            alerts.watch = recent.alerts
+        await self.poller.start()
+        summary = show_summary(self.poller, events=recent, writer=self.writer)
+        self._tasks.append(asyncio.create_task(summary, name="summary"))
         if hasattr(signal, "SIGHUP"):
             loop = asyncio.get_running_loop()
             loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self._reload()))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 import asyncpg
@@ -74,6 +74,8 @@ class AlertService:
         )
         self._tick: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
+        # Sees every change as it is queued for commit (the terminal view's recent events).
+        self.watch: Callable[[Sequence[Transition]], None] | None = None
 
     async def start(self) -> None:
         """Sync the rules file, load rules and devices, take up open alerts, start."""
@@ -115,12 +117,17 @@ class AlertService:
         transitions = self.engine.observe(samples) if samples else []
         if events:
             transitions += self.engine.observe_events(events)
-        if transitions:
-            self.recorder.submit(transitions)
+        self._submit(transitions)
 
     def _submit(self, transitions: list[Transition]) -> None:
-        if transitions:
-            self.recorder.submit(transitions)
+        if not transitions:
+            return
+        self.recorder.submit(transitions)
+        if self.watch is not None:
+            try:
+                self.watch(transitions)
+            except Exception:  # a display's fault must not cost an alert
+                log.exception("alert watcher failed")
 
     async def _tick_loop(self) -> None:
         while True:

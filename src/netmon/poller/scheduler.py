@@ -56,6 +56,7 @@ from netmon.records import ConfigSnapshot, DeviceFacts, Record, Sample, SeriesKe
 from netmon.store.health import PollHealthStore, PollOutcome
 
 __all__ = [
+    "DeviceFailure",
     "PollResult",
     "Poller",
     "PollerStats",
@@ -76,6 +77,17 @@ class PollResult:
     duration_s: float
 
 
+@dataclass(frozen=True, slots=True)
+class DeviceFailure:
+    """A device whose last poll failed: what went wrong, since when, how many polls."""
+
+    since: datetime  # the first failed poll of this run of failures
+    at: datetime  # the last one
+    error_class: str
+    message: str
+    polls: int
+
+
 @dataclass
 class PollerStats:
     polls: int = 0
@@ -91,6 +103,9 @@ class PollerStats:
     start_lag: Histogram = field(default_factory=lambda: Histogram(POLL_SECONDS_BUCKETS))
     late: int = 0  # polls started more than LATE_AFTER after their slot
     waited: int = 0  # polls that found max_in_flight polls running and waited
+    # Devices whose last poll failed (a success removes them): the terminal view lists
+    # them with their error, which poll health only keeps in the database.
+    failing: dict[str, DeviceFailure] = field(default_factory=dict)
 
 
 LATE_AFTER = 2.0  # seconds
@@ -257,6 +272,7 @@ class Poller:
                 slot.removed = True
                 del self._slots[name]
                 self._ended.pop(name, None)
+                self.stats.failing.pop(name, None)
                 self.processor.forget_device(name)
         for name, plan in fresh.items():
             kept = self._slots.get(name)
@@ -386,6 +402,16 @@ class Poller:
             self.stats.failed += 1
             self.stats.errors_by_class[error.error_class] += 1
             self.stats.last_errors.append((now.isoformat(), result.device, str(error)))
+            before = self.stats.failing.get(result.device)
+            self.stats.failing[result.device] = DeviceFailure(
+                before.since if before else now,
+                now,
+                error.error_class,
+                str(error),
+                before.polls + 1 if before else 1,
+            )
+        else:
+            self.stats.failing.pop(result.device, None)
         events = self.health.record(outcome)
         samples = self._status(result.device, now, outcome)
         self.processor.put(samples, events)
