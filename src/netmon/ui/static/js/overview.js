@@ -26,10 +26,12 @@
   }
 
   async function refresh() {
-    const [devices, alerts, status] = await Promise.all([
+    const [devices, alerts, ready, metrics] = await Promise.all([
       all("/api/v1/devices"),
       all("/api/v1/alerts"),
-      api("/health/ready").catch(() => null),
+      // 503 while not ready: the body still says why.
+      fetch("/health/ready").then((r) => r.json()).catch(() => null),
+      fetch("/metrics", { credentials: "same-origin" }).then((r) => (r.ok ? r.text() : "")).catch(() => ""),
     ]);
     const totals = Object.fromEntries(STATUSES.map((s) => [s, 0]));
     for (const d of devices) totals[d.status] += 1;
@@ -46,18 +48,21 @@
     fill(document.getElementById("alerts-by-severity"), SEVERITIES.map((s) =>
       el("a", { class: `card ${s}`, href: "/alerts" }, el("b", { text: bySeverity[s].firing }),
         ` ${s}`, el("small", { text: ` (${bySeverity[s].acknowledged} acked)` }))));
-    // Poll health: failing devices and how long ago the stalest active device was polled.
+    // Poll health: failing devices, the stalest poll, the poller's lag (readiness check)
+    // and its overruns (netmon's own /metrics; a token limited to sites does not get them).
     const polled = devices.filter((d) => d.lifecycle === "active" || d.lifecycle === "muted");
     const failing = polled.filter((d) => d.status === "down");
     const stalest = polled.reduce((old, d) => (!old || (d.last_poll || "") < old ? d.last_poll || "" : old), null);
-    const poller = status && status.checks ? status.checks.poller : null;
-    fill(document.getElementById("poll-health"), [
-      el("dl", { class: "facts" },
-        el("dt", { text: "failing devices" }), el("dd", { class: failing.length ? "down" : "", text: failing.length ? failing.map((d) => d.name).join(", ") : "none" }),
-        el("dt", { text: "stalest poll" }), el("dd", { text: stalest ? ago(stalest) : "–" }),
-        el("dt", { text: "poller" }), el("dd", { text: poller ? `${poller.status}${poller.detail ? `: ${poller.detail}` : ""}` : "–" }),
-        el("dt", { text: "overruns, lag" }), el("dd", { text: poller && poller.value !== undefined ? String(poller.value) : "see the device pages" })),
-    ]);
+    const poller = ready && ready.checks ? ready.checks.poller : null;
+    const overruns = /^netmon_poll_overruns_total\s+(\S+)/m.exec(metrics || "");
+    const dl = el("dl", { class: "facts" });
+    const row = (name, value, cls) => dl.append(el("dt", { text: name }), el("dd", { class: cls, text: value }));
+    row("failing devices", failing.length ? failing.map((d) => d.name).join(", ") : "none", failing.length ? "down" : "up");
+    row("stalest poll", stalest ? ago(stalest) : "–");
+    row("poller", poller ? (poller.ok ? "ok" : `failing: ${poller.detail || ""}`) : "–", poller && !poller.ok ? "down" : "");
+    row("lag", poller && poller.value !== undefined ? `${Number(poller.value).toFixed(1)} s` : "–");
+    row("overruns", overruns ? String(Number(overruns[1])) : "–");
+    fill(document.getElementById("poll-health"), [dl]);
   }
 
   async function events() {
