@@ -40,7 +40,12 @@ from typing import Any, Literal
 
 import asyncpg
 
-from netmon.api.schemas.devices import INTERFACE_METRICS, Interface, interface_reader
+from netmon.api.schemas.devices import (
+    INTERFACE_METRICS,
+    Interface,
+    interface_reader,
+    make_interface,
+)
 from netmon.api.schemas.metrics import SeriesOut, SeriesValue
 from netmon.logs import get_logger
 from netmon.store.database import Database, is_connection_error
@@ -487,7 +492,7 @@ class LastValues:
             stamp = stamps.get(us)
             if stamp is None:
                 stamp = stamps[us] = _time(us)
-            out.append(Interface(**by_name[name], updated_at=stamp))
+            out.append(make_interface({**by_name[name], "updated_at": stamp}))
         return out
 
     def last_page(

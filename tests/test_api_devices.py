@@ -4,12 +4,22 @@ paging, detail with interfaces and health, changes with their audit entries, own
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+from netmon.api.schemas.devices import (
+    IF_SPEED_CAP,
+    INTERFACE_METRICS,
+    interfaces_from_rows,
+    make_interface,
+)
 from netmon.core_control import LocalCore
+from netmon.lab import Lab
 from netmon.records import Sample, SeriesKey
+from netmon.store import devices as store
 from netmon.store.devices import DeviceInfo, sync_devices
 from netmon.store.writer import SampleWriter
 from tests.api_helpers import Api, api, api_database_url, api_settings
+from tests.poller_helpers import eventually, fast_inventory, poller_settings, running_poller
 
 __all__ = ["api", "api_database_url", "api_settings"]
 
@@ -213,3 +223,54 @@ async def test_every_cursor_the_schema_admits_is_a_place_to_page_from(api: Api) 
         second = await c.get("/api/v1/devices", params={"limit": 2, "cursor": first["next_cursor"]})
         names = [d["name"] for d in first["items"] + second.json()["items"]]
         assert names == ["a1", "a2", "a3", "pager"]
+
+
+async def test_interface_speed_is_what_a_polled_lab_device_stores(
+    api: Api, tmp_path: Path, lab_keys: None
+) -> None:
+    """The tasks store ifSpeed in bit/s (from ifHighSpeed when the agent has it); the
+    detail's speed_mbps reads it: a lab 10G uplink, whose IF-MIB ifSpeed is the Gauge32
+    cap, is 10,000 Mbit/s, its 1G and 100M ports 1,000 and 100."""
+    async with Lab(devices=1, base_port=0, interfaces=24, ssh=False) as lab:
+        device = lab.devices["lab-0001"]
+        inventory = fast_inventory(lab, tmp_path / "inv", tasks=["interfaces"])
+        settings = poller_settings(api.ctx.settings)
+        async with running_poller(settings, api.db, inventory) as poller:
+
+            async def polled() -> bool:
+                assert poller.poller is not None
+                return poller.poller.stats.polls >= 1
+
+            await eventually(polled, what="a poll of lab-0001")
+        expected = {i.name: i.speed / 1_000_000 for i in device.interfaces}
+    assert expected["Te1/1/1"] == 10_000
+    assert {1000.0, 10_000.0} <= set(expected.values())
+    async with api.db.pool.acquire() as conn:
+        device_id = await conn.fetchval("SELECT id FROM devices WHERE name = 'lab-0001'")
+        now = datetime.now(UTC)
+        rows = await store.interface_values(
+            conn, device_id, ["ifSpeed", "ifHighSpeed"], now - timedelta(minutes=5), now
+        )
+    stored = {r[0]: dict(zip(r[2], r[3], strict=True)) for r in rows}
+    assert stored["Te1/1/1"] == {"ifSpeed": 10_000_000_000}  # never the Gauge32 cap
+    async with api.client("viewer") as c:
+        body = (await c.get(f"/api/v1/devices/{device_id}")).json()
+    speeds = {i["name"]: i["speed_mbps"] for i in body["interfaces"]}
+    assert speeds == expected
+    # The database path (when the API's cache cannot answer) reads the same.
+    async with api.db.pool.acquire() as conn:
+        values = await store.interface_values(
+            conn, device_id, list(INTERFACE_METRICS), now - timedelta(minutes=5), now
+        )
+    assert {i.name: i.speed_mbps for i in interfaces_from_rows(values)} == expected
+
+
+def test_speed_prefers_if_high_speed_and_refuses_the_gauge32_cap() -> None:
+    def speed(**fields: float) -> float | None:
+        return make_interface({"name": "x", **fields}).speed_mbps
+
+    assert speed(_high_speed=10_000, _speed=IF_SPEED_CAP) == 10_000
+    assert speed(_speed=1_000_000_000) == 1000
+    assert speed(_speed=IF_SPEED_CAP) is None  # only "4.29 Gbit/s or more"
+    assert speed(_high_speed=0, _speed=512_000) == 0.512  # ifHighSpeed 0: below 1 Mbit/s
+    assert speed() is None

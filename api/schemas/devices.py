@@ -22,6 +22,7 @@ __all__ = [
     "PollHealth",
     "detail_from_row",
     "interface_reader",
+    "make_interface",
     "summary_from_row",
 ]
 
@@ -170,11 +171,16 @@ def summary_from_row(r: asyncpg.Record) -> DeviceSummary:
     )
 
 
-# interface metric -> Interface field, and how to read the value
+# interface metric -> Interface field, and how to read the value. The speed comes from
+# either of two metrics, kept apart until ``make_interface`` picks: every built-in task
+# stores ``ifSpeed`` in bit/s (the SNMP one from ifHighSpeed when the agent has it, so a
+# 10G port is not the Gauge32 cap); a user's task may store IF-MIB's ``ifHighSpeed``
+# (Mbit/s) too, which is then the better figure.
 INTERFACE_METRICS: dict[str, str] = {
     "ifAdminStatus": "admin_status",
     "ifOperStatus": "oper_status",
-    "ifHighSpeed": "speed_mbps",
+    "ifHighSpeed": "_high_speed",
+    "ifSpeed": "_speed",
     "ifHCInOctets:rate": "in_bps",
     "ifHCOutOctets:rate": "out_bps",
     "ifInErrors:rate": "in_errors_per_s",
@@ -210,6 +216,23 @@ _INTERFACE_READ = {
 }
 
 
+# IF-MIB's ifSpeed is a Gauge32: a faster link reads 4,294,967,295, not its speed.
+IF_SPEED_CAP = 2**32 - 1
+
+
+def make_interface(fields: dict[str, Any]) -> Interface:
+    """An Interface from the fields the readers gave, the speed resolved: ifHighSpeed
+    (Mbit/s) when above 0 (IF-MIB's 0 means "below 1 Mbit/s, see ifSpeed"), else
+    ifSpeed (bit/s) unless it is the Gauge32 cap, which says only "4.29 Gbit/s or more"."""
+    high = fields.pop("_high_speed", None)
+    bps = fields.pop("_speed", None)
+    if high:
+        fields["speed_mbps"] = float(high)
+    elif bps is not None and bps != IF_SPEED_CAP:
+        fields["speed_mbps"] = bps / 1_000_000
+    return Interface(**fields)
+
+
 def interface_reader(metric: str) -> tuple[str, Any]:
     """The Interface field an interface metric feeds, and how its value (a float) reads."""
     return _INTERFACE_READ[metric]
@@ -226,7 +249,7 @@ def interfaces_from_rows(rows: list[asyncpg.Record]) -> list[Interface]:
             field, convert = read[metric]
             fields[field] = convert(value)
         by_name[name] = fields
-    return [Interface(**by_name[name]) for name in sorted(by_name)]
+    return [make_interface(by_name[name]) for name in sorted(by_name)]
 
 
 def detail_from_row(r: asyncpg.Record, interfaces: list[Interface]) -> DeviceDetail:
