@@ -8,8 +8,9 @@ batcher, alerting; ``netmon.core_metrics``) for its figures, over the control so
 the API runs as a process of its own. Each app has a registry of its own (never the
 global one), so two apps in one process (tests) do not see each other.
 
-Device samples come from PostgreSQL (one query for every series, newest value within a
-bounded lookback); their text is written directly (``device_samples_page``), in a worker
+Device samples come from this process's memory of last values (``last_values.py``), or
+from PostgreSQL (one query for every series, newest value within a bounded lookback)
+while that cannot answer; their text is written directly (``device_samples_page``), in a worker
 thread when it is large, as it grows with the number of series.
 
 What a scrape of ``netmon api --workers N`` sees is the worker that answered: the poller
@@ -261,7 +262,10 @@ class MetricsExporter:
         ok = True
         rows: list[DeviceRow] = []
         try:
-            rows = await fetch_device_samples(self.ctx.db, device_lookback(self.ctx), sites)
+            held = getattr(self.ctx.hub, "last", None)
+            rows = await fetch_device_samples(
+                self.ctx.db, device_lookback(self.ctx), sites, held=held
+            )
         except Exception as exc:
             if not (is_connection_error(exc) or isinstance(exc, TimeoutError)):
                 raise

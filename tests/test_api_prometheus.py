@@ -408,6 +408,56 @@ async def test_device_samples_on_unless_turned_off(settings: Settings, db: Datab
                 assert (await api.get(token=await token_for(db, s, role=role))).status_code == 200
 
 
+async def test_device_samples_from_memory_once_filled(
+    settings: Settings, db: Database, monkeypatch: pytest.MonkeyPatch
+):
+    """With the API's memory of last values filled, a scrape reads the values from there
+    (the all-series query would take seconds at a large fleet): the devices and their
+    sites still come from the database, so scope holds."""
+    import netmon.api.device_export as device_export
+
+    now = datetime.now(UTC)
+    s = api_settings(settings)
+    async with writing(s, db) as core:
+        assert core.writer is not None
+        await core.writer.write(interface_samples("r1", now, 100))
+        await core.writer.write(interface_samples("r2", now, 200))
+    await place(db, {"r1": ("lon1", "core"), "r2": ("par2", "edge")})
+    async with served(s, db) as api:
+        assert api.ctx.hub is not None
+        held = api.ctx.hub.last
+
+        async def filled() -> bool:
+            return held.fills >= 1
+
+        await eventually(filled, what="the last values' first fill")
+        # The query for every series would now fail the scrape's device samples.
+        monkeypatch.setattr(device_export, "_LATEST", "SELECT no_such_column FROM series")
+        page = await api.scrape()
+        promtool_check(page)
+        samples = parse(page)
+        assert value(samples, "netmon_exported_device_samples_ok") == 1
+        assert value(samples, "netmon_exported_device_series") == 6
+        assert (
+            value(
+                samples,
+                "netmon_device_if_hc_in_octets_total",
+                device="r2",
+                site="par2",
+                role="edge",
+                interface="ge-0/0/1",
+            )
+            == 200
+        )
+        lon1 = parse(await api.scrape(token=await token_for(db, s, sites=["lon1"])))
+        seen = {o["device"] for o in named(lon1, "netmon_device_if_hc_in_octets_total")}
+        assert seen == {"r1"}
+        # A device moved to another site leaves the scoped page at once.
+        await place(db, {"r1": ("par2", "core")})
+        lon1 = parse(await api.scrape(token=await token_for(db, s, sites=["lon1"])))
+        assert value(lon1, "netmon_exported_device_series") == 0
+
+
 async def test_public_metrics_carry_device_samples_only_when_said(settings: Settings, db: Database):
     """metrics_public opens /metrics to anyone who reaches it: device names, sites and
     interfaces go there only if the operator wrote metrics_device_samples: true, not by
