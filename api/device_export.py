@@ -6,7 +6,6 @@ to its page."""
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -243,28 +242,31 @@ def _escape_help(text: str) -> str:
 
 
 def _value(value: Any) -> str:
-    # repr() of a float is what Prometheus reads back exactly; the specials are spelled
-    # as the text format wants them.
+    # repr() of a float is what Prometheus reads back exactly; the specials (v - v is
+    # NaN for them) are spelled as the text format wants them.
     v = float(value)
+    if v - v == 0:
+        return repr(v)
     if v != v:
         return "NaN"
-    if v in (math.inf, -math.inf):
-        return "+Inf" if v > 0 else "-Inf"
-    return repr(v)
+    return "+Inf" if v > 0 else "-Inf"
 
 
 class _Labels(NamedTuple):
     """One distinct label text of a series, once per scrape: its Prometheus form."""
 
     text: str  # 'interface="Gi1/0/1",' (each pair followed by a comma), or ''
-    identity: tuple[tuple[str, str], ...]  # the cleaned pairs, to find duplicates
+    # The cleaned pairs as a number, one per distinct set in the scrape: duplicates are
+    # found by it (a tuple of tuples would be hashed again for every series).
+    identity: int
 
 
-def _labels(labels_json: str) -> _Labels:
+def _labels(labels_json: str, identities: dict[tuple[tuple[str, str], ...], int]) -> _Labels:
     raw = _labels_decoder.decode(labels_json)
     pairs = sorted({_label_name(str(k)): str(v) for k, v in raw.items()}.items())
     kept = tuple((k, v) for k, v in pairs if v)
-    return _Labels("".join(f'{k}="{_escape(v)}",' for k, v in kept), kept)
+    identity = identities.setdefault(kept, len(identities))
+    return _Labels("".join(f'{k}="{_escape(v)}",' for k, v in kept), identity)
 
 
 def device_samples_page(rows: Sequence[DeviceRow], ok: bool = True) -> bytes:
@@ -282,13 +284,14 @@ def device_samples_page(rows: Sequence[DeviceRow], ok: bool = True) -> bytes:
     cost several times the query (bench/prometheus_export.py). What repeats (a label text,
     a device's labels) is escaped once per scrape."""
     families: dict[str, tuple[bool, str, list[str]]] = {}
-    seen: set[tuple[str, str, tuple[tuple[str, str], ...]]] = set()
+    seen: set[tuple[str, str, int]] = set()
     labels_of: dict[str, _Labels] = {}
+    identities: dict[tuple[tuple[str, str], ...], int] = {}
     devices: dict[tuple[str, str | None, str | None], str] = {}
     for device, site, role, metric, labels_json, kind, unit, value in rows:
         labels = labels_of.get(labels_json)
         if labels is None:
-            labels = labels_of[labels_json] = _labels(labels_json)
+            labels = labels_of[labels_json] = _labels(labels_json, identities)
         name = device_metric_name(metric)
         identity = (name, device, labels.identity)
         if identity in seen:
