@@ -24,6 +24,9 @@ from typing import Any, TypeVar
 
 import pytest
 
+from netmon.config import load_settings
+from netmon.store.database import Database
+from netmon.store.devices import DeviceInfo, sync_devices
 from tests.conftest import PgServer
 from tests.peer_check import missing_peer
 from tests.test_cli import _logged, _wait_for, netmon, netmon_run
@@ -266,4 +269,50 @@ def test_a_configuration_diff(browser: Any, server: Netmon, shots: Path) -> None
         time.sleep(2)
     assert page.locator("#diff td.del").count() >= 1  # the old description, on the left
     page.screenshot(path=shots / "configs.png", full_page=True)
+    assert page.errors == []  # type: ignore[attr-defined]
+
+
+async def _add_devices(url: str, data_dir: Path, n: int) -> None:
+    db = Database(load_settings(None, data_dir=data_dir, database={"url": url}).database, data_dir)
+    await db.start()
+    try:
+        sites = ("lon1", "par1", "fra1", "nyc1")
+        bulk = [
+            DeviceInfo(
+                f"edge-{i:04d}",
+                f"10.9.{i // 250}.{i % 250 + 1}",
+                sites[i % 4],
+                "edge",
+                "ios",
+                ("bulk",),
+            )
+            for i in range(n)
+        ]
+        # A source of their own (not the lab's inventory): never polled, listed "unpolled"
+        # or "unknown", which is what a list of this size is about.
+        await sync_devices(db, bulk, owner="ui-test", poller="ui-test")
+    finally:
+        await db.stop()
+
+
+def test_a_thousand_devices_list_and_filter_in_the_browser(
+    browser: Any, server: Netmon, shots: Path, tmp_path: Path
+) -> None:
+    # Last in the module: the other tests count the lab's three devices.
+    run_async(_add_devices(server.env["NETMON_DATABASE__URL"], tmp_path, 1200))
+    page = signed_in(browser, server, "viewer")
+    started = time.monotonic()
+    page.goto(f"{server.url}/devices")
+    until(lambda: "of 1203" in (page.text_content("#count") or ""), "1,203 devices listed")
+    log.warning(
+        "UI page load: devices, 1,203 of them, %.0f ms", (time.monotonic() - started) * 1000
+    )
+    assert page.locator("#devices tbody tr").count() == 500  # drawn at most; the count says so
+    started = time.monotonic()
+    page.fill("#filter", "edge-07 par1")
+    until(lambda: page.locator("#devices tbody tr").count() == 25, "the filter on 1,203")
+    log.warning("UI filter over 1,203 devices: %.0f ms", (time.monotonic() - started) * 1000)
+    names = page.locator("#devices tbody td:first-child").all_text_contents()
+    assert all(n.startswith("edge-07") for n in names)
+    page.screenshot(path=shots / "devices-1200.png", full_page=False)
     assert page.errors == []  # type: ignore[attr-defined]

@@ -62,7 +62,10 @@
   }
   load().catch((e) => show(e.message));
   const later = debounce(() => load().catch((e) => show(e.message)), 500);
-  feed("alerts", {}, (message) => message.type === "alert" && later());
+  // Re-read on every change, and once subscribed or after a gap: what changed between
+  // the first read and the subscription (or while the feed was away) is not sent again.
+  feed("alerts", {}, (message) => ["alert", "subscribed", "gap"].includes(message.type) && later());
+  setInterval(later, 30000);
   api("/api/v1/events?limit=50").then((page) =>
     fill(document.getElementById("events"), page.items.map(eventItem))).catch(console.error);
   feed("events", {}, (message) => {

@@ -74,7 +74,7 @@
   refresh().catch(console.error);
   events().catch(console.error);
   setInterval(later, 30000);
-  feed("alerts", {}, later);
+  feed("alerts", {}, later);  // every message, "subscribed" and "gap" included: re-read
   feed("events", {}, (message) => {
     if (message.type !== "events") return;
     const list = document.getElementById("events");
