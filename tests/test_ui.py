@@ -13,15 +13,18 @@ import re
 import tomllib
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import websockets
+from litestar import Request
 from websockets.asyncio.client import connect
 
 from netmon.store.devices import DeviceInfo, sync_devices
 from netmon.store.tokens import create_token
 from netmon.ui import vendor
+from netmon.ui.session import _cookie
 from tests.api_helpers import Api, api, api_database_url, api_settings
 
 __all__ = ["api", "api_database_url", "api_settings"]
@@ -243,3 +246,23 @@ def test_the_wheel_takes_every_ui_file() -> None:
         p for folder in ("templates", "static") for p in (UI / folder).rglob("*") if p.is_file()
     }
     assert shipped - covered == set()
+
+
+def test_the_cookie_is_secure_when_the_request_came_over_https() -> None:
+    def cookie(scheme: str) -> str:
+        request: Request[Any, Any, Any] = Request(
+            scope={  # type: ignore[typeddict-item]
+                "type": "http",
+                "scheme": scheme,
+                "server": ("netmon.example", 443),
+                "path": "/login",
+                "query_string": b"",
+                "headers": [(b"host", b"netmon.example")],
+                "method": "POST",
+                "root_path": "",
+            }
+        )
+        return _cookie(request, "nmt_x").to_header().lower()
+
+    assert "; secure" in cookie("https")
+    assert "; secure" not in cookie("http")
