@@ -201,7 +201,7 @@ def test_a_device_page_graphs_data_and_follows_the_feed(
     assert page.errors == []  # type: ignore[attr-defined]
 
 
-def test_an_operator_acknowledges_an_alert_a_viewer_cannot(
+def test_an_operator_acknowledges_and_silences_an_alert_a_viewer_cannot(
     browser: Any, server: Netmon, shots: Path
 ) -> None:
     server.lab("flap", "lab-0002", "--interface", "2")  # down until told otherwise
@@ -235,6 +235,10 @@ def test_an_operator_acknowledges_an_alert_a_viewer_cannot(
     viewer.locator(f"#alerts tr[data-id='{alert_id}'][data-state=acknowledged]").wait_for()
     log.warning("UI live update: acknowledgement on another page %.0f ms",
                 (time.monotonic() - started) * 1000)  # fmt: skip
+    # Silence it for an hour: the silence (rule and device) is listed.
+    mine.locator("button.silence").click()
+    operator.locator("#silences tbody tr", has_text='device="lab-0002"').wait_for()
+    assert operator.locator("#error").is_hidden()
     operator.screenshot(path=shots / "alerts.png", full_page=True)
     server.lab("flap", "lab-0002", "--interface", "2", "--up")
     assert operator.errors == []  # type: ignore[attr-defined]
