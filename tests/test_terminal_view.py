@@ -76,6 +76,11 @@ def test_the_view_shows_failing_devices_once_with_their_error_in_words():
     events = RecentEvents()
     events.device_event(DeviceEvent("lab-0005", NOW, "device.rebooted", "sysUpTime went back"))
     events.device_event(
+        DeviceEvent(
+            "lab-0007", NOW - timedelta(minutes=3), "device.unreachable", f"lab-0007: {TIMEOUT}"
+        )
+    )
+    events.device_event(
         DeviceEvent("lab-0002", NOW - timedelta(seconds=30), "device.config_changed", "version 2")
     )
     snap = snapshot(service, None, events=events)  # type: ignore[arg-type]
@@ -84,8 +89,10 @@ def test_the_view_shows_failing_devices_once_with_their_error_in_words():
     text = _recorded(render(snap, now=NOW))
     assert text.count(TITLE) == 1
     assert text.count("failing devices") == 1
-    for device in failing:
+    for device in ("lab-0003", "lab-0010"):
         assert text.count(device) == 1, text
+    assert text.count("lab-0007") == 2  # failing, and its unreachable event
+    assert "lab-0007: " not in text
     assert "lab-0003: " not in text  # the name once, in its column: not again in the message
     rows = {line.split()[0]: line for line in text.splitlines() if line.startswith("lab-")}
     assert "authentication failed" in rows["lab-0003"]
@@ -287,6 +294,7 @@ def test_netmon_run_on_a_terminal_draws_one_view_in_place(tmp_path):
     assert "no answer from 127.0.0.1:" in rows[0], shown
     assert "lab-0001:" not in rows[0], shown
     assert any("lab-0001" in line and "unreachable" in line for line in view), shown
+    assert any("alert device-unreachable firing" in line for line in view), shown
     # Log lines print above the view, the API process's included; none inside it.
     assert any("api listening" in line for line in screen[:start]), shown
     events = next(i for i, line in enumerate(view) if "recent events" in line)

@@ -142,8 +142,10 @@ class RecentEvents:
 
     def device_event(self, event: DeviceEvent) -> None:
         text = event.kind.removeprefix("device.").replace("_", " ")
-        if event.message:
-            text = f"{text}: {event.message}"
+        # Messages often start with the device's name, which has a column of its own.
+        message = event.message.removeprefix(f"{event.device}: ")
+        if message:
+            text = f"{text}: {message}"
         self.add(Event(event.time, event.device, text, event.severity))
 
     def alerts(self, transitions: Sequence[Transition]) -> None:
@@ -256,9 +258,12 @@ async def _loop(
         await asyncio.sleep(every)
         if service.poller is None:
             continue
-        snap = snapshot(service, previous, events=events, writer=writer)
-        previous = (time.monotonic(), snap.samples)
-        show(snap)
+        try:
+            snap = snapshot(service, previous, events=events, writer=writer)
+            previous = (time.monotonic(), snap.samples)
+            show(snap)
+        except Exception:  # a fault in the display must not end it for the whole run
+            log.exception("poller summary failed; trying again")
 
 
 def _log_line(snap: Snapshot) -> None:
