@@ -235,6 +235,11 @@ def test_an_operator_acknowledges_and_silences_an_alert_a_viewer_cannot(
     viewer.locator(f"#alerts tr[data-id='{alert_id}'][data-state=acknowledged]").wait_for()
     log.warning("UI live update: acknowledgement on another page %.0f ms",
                 (time.monotonic() - started) * 1000)  # fmt: skip
+    # Its history: fired, then acknowledged by this token.
+    mine.locator("button.history").click()
+    history = operator.locator(f"tr.history[data-for='{alert_id}']")
+    history.wait_for()
+    assert "acknowledged by ui-operator" in (history.text_content() or "")
     # Silence it for an hour: the silence (rule and device) is listed.
     mine.locator("button.silence").click()
     operator.locator("#silences tbody tr", has_text='device="lab-0002"').wait_for()

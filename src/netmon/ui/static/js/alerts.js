@@ -34,16 +34,39 @@
       el("td", {}, badge(a.severity)),
       el("td", {}, badge(a.state), a.silenced_by.length ? badge("silenced") : null,
         a.acknowledged_by ? el("small", { text: ` by ${a.acknowledged_by}` }) : null),
-      el("td", { text: a.rule }),
+      el("td", {}, el("button", { class: "link history", title: "this alert's history", text: a.rule, onclick: (e) => history(a.id, e.target) })),
       el("td", {}, el("a", { href: `/devices?name=${encodeURIComponent(a.device)}`, text: a.device })),
       el("td", { text: a.summary }),
       el("td", { title: a.started_at || a.pending_at, text: ago(a.started_at || a.pending_at) }),
       el("td", { class: "actions" }, ack, " ", silence));
   }
 
+  // An alert's transitions (pending, firing, acknowledged, resolved...), in a row below it.
+  const expanded = new Set(); // alert ids whose history is shown, kept across re-reads
+
+  async function history(id, button, toggle = true) {
+    const row = button.closest("tr");
+    const open = row.nextElementSibling;
+    if (toggle && open && open.classList.contains("history")) {
+      open.remove();
+      expanded.delete(id);
+      return;
+    }
+    expanded.add(id);
+    const detail = await api(`/api/v1/alerts/${id}`);
+    const items = detail.history.map((h) => el("li", {},
+      el("time", { datetime: h.time, text: new Date(h.time).toLocaleString() }), " ",
+      el("b", { text: h.event }), h.actor ? ` by ${h.actor}` : "", h.detail ? ` — ${h.detail}` : ""));
+    row.after(el("tr", { class: "history", "data-for": id }, el("td", { colspan: 7 }, el("ul", { class: "events" }, ...items))));
+  }
+
   async function load() {
     const alerts = await all("/api/v1/alerts", view === "all" ? { states: "all" } : {});
     fill(document.querySelector("#alerts tbody"), alerts.map(row));
+    for (const id of expanded) {
+      const button = document.querySelector(`#alerts tr[data-id="${id}"] button.history`);
+      if (button) await history(id, button, false);
+    }
     const silences = await api("/api/v1/silences?limit=50");
     fill(document.querySelector("#silences tbody"), silences.items
       .filter((s) => !s.ends_at || new Date(s.ends_at) > new Date())
