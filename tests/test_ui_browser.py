@@ -281,6 +281,24 @@ def test_a_configuration_diff(browser: Any, server: Netmon, shots: Path) -> None
     assert page.errors == []  # type: ignore[attr-defined]
 
 
+def test_the_api_docs_render_from_this_host_alone(
+    browser: Any, server: Netmon, shots: Path
+) -> None:
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    requested: list[str] = []
+    page.on("request", lambda r: requested.append(r.url))
+    started = time.monotonic()
+    page.goto(f"{server.url}/schema")
+    page.locator("#swagger-container .info .title", has_text="netmon").wait_for()
+    page.locator(".opblock-tag", has_text="devices").first.wait_for()
+    log.warning("UI page load: /schema %.0f ms", (time.monotonic() - started) * 1000)
+    offsite = [u for u in requested if not u.startswith((server.url, "data:"))]
+    assert offsite == [], offsite
+    page.screenshot(path=shots / "schema.png")
+    context.close()
+
+
 async def _add_devices(url: str, data_dir: Path, n: int) -> None:
     db = Database(load_settings(None, data_dir=data_dir, database={"url": url}).database, data_dir)
     await db.start()
