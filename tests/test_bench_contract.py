@@ -99,6 +99,13 @@ REQUIRED = {
         "baseline": {"cpu_ms_per_poll"},
         "ratio": {"cpu_ms_per_poll"},
     },
+    "prometheus_export": {
+        # GET /metrics with every device's samples over HTTP against the export's SQL
+        # alone (query_ms) and a hand-written prometheus_client exporter (scrape_ms)
+        "figures": {"scrape_ms", "scoped_scrape_ms"},
+        "baseline": {"query_ms", "scrape_ms"},
+        "ratio": {"scrape_ms"},
+    },
     "query": {
         "figures": {
             "last_p50_ms",
