@@ -84,7 +84,8 @@
     });
   }
   load().catch((e) => show(e.message));
-  const later = debounce(() => load().catch((e) => show(e.message)), 500);
+  // Short: a burst of changes (a flap of many interfaces) still costs one re-read.
+  const later = debounce(() => load().catch((e) => show(e.message)), 150);
   // Re-read on every change, and once subscribed or after a gap: what changed between
   // the first read and the subscription (or while the feed was away) is not sent again.
   feed("alerts", {}, (message) => ["alert", "subscribed", "gap"].includes(message.type) && later());
