@@ -1,9 +1,11 @@
 """GET /metrics: Prometheus' scrape target (see api/prometheus.py for what it holds).
 
 A viewer token is needed unless ``api.metrics_public`` (then the app factory leaves the
-path out of authentication, for a scraper on a LAN that holds no token). A token limited
-to sites gets only those sites' device samples (and ``netmon_build_info``): netmon's own
-figures are of the whole process, every site's polls, errors and queues.
+path out of authentication, for a scraper on a LAN that holds no token, and device samples
+are on the page only if the configuration turned them on in so many words:
+``ApiSettings.device_samples_exported``). A token limited to sites gets only those sites'
+device samples (and ``netmon_build_info``): netmon's own figures are of the whole
+process, every site's polls, errors and queues.
 """
 
 from __future__ import annotations
@@ -35,8 +37,9 @@ class MetricsController(Controller):
     async def metrics(self, request: Request[Any, Any, Any], ctx: Ctx) -> Response[bytes]:
         """netmon's own counters (polls, errors by class, poll duration, writes, spool,
         queues, WebSocket clients, HTTP requests) in the text exposition format 0.0.4;
-        with `api.metrics_device_samples`, also the latest sample of every device series,
-        labelled device, site, role and the series' labels."""
+        unless `api.metrics_device_samples` is false, also the latest sample of every
+        device series of the token's sites, labelled device, site, role and the series'
+        labels."""
         user = request.scope.get("user")
         if not ctx.settings.api.metrics_public:
             # The auth middleware has already asked for a token; this keeps /metrics
