@@ -33,33 +33,27 @@ DEVICE_QUERY_TIMEOUT_S = 8.0
 # Only devices' metrics use this prefix, so their families cannot meet netmon's own.
 DEVICE_PREFIX = "netmon_device_"
 
-_LATEST = """
+# The newest sample of each series in a time window ({start} and {end}: its parameters).
+_NEWEST = """
 SELECT d.name, d.site, d.role, s.metric, s.labels::text AS labels, s.kind, s.unit,
        l.value::float8 AS value
 FROM series s
 JOIN devices d ON d.id = s.device_id
 CROSS JOIN LATERAL (
     SELECT value FROM samples
-    WHERE series_id = s.id AND time >= $1 AND time <= $2
+    WHERE series_id = s.id AND time >= {start} AND time <= {end}
     ORDER BY time DESC LIMIT 1
 ) l
-WHERE $3::text[] IS NULL OR d.site = ANY($3::text[])
 """
 
+_LATEST = _NEWEST.format(start="$1", end="$2") + (
+    "WHERE $3::text[] IS NULL OR d.site = ANY($3::text[])\n"
+)
 
 # The same rows for some series (those the API's memory of last values cannot answer).
-_LATEST_OF = """
-SELECT d.name, d.site, d.role, s.metric, s.labels::text AS labels, s.kind, s.unit,
-       l.value::float8 AS value
-FROM series s
-JOIN devices d ON d.id = s.device_id
-CROSS JOIN LATERAL (
-    SELECT value FROM samples
-    WHERE series_id = s.id AND time >= $2 AND time <= $3
-    ORDER BY time DESC LIMIT 1
-) l
-WHERE s.id = ANY($1::bigint[]) OR s.device_id = ANY($4::bigint[])
-"""
+_LATEST_OF = _NEWEST.format(start="$2", end="$3") + (
+    "WHERE s.id = ANY($1::bigint[]) OR s.device_id = ANY($4::bigint[])\n"
+)
 
 # With how many series each device has: memory that knows fewer (a series created since
 # its fill, whose first sample's notification has not come) does not answer for it.

@@ -436,9 +436,12 @@ def netmon_env(url: str, data_dir: Path) -> dict[str, str]:
     return env
 
 
-def create_token(url: str, data_dir: Path) -> str:
+def create_token(url: str, data_dir: Path, name: str = "bench", sites: Sequence[str] = ()) -> str:
+    """A viewer token made by `netmon token create`, limited to ``sites`` if any."""
+    argv = [sys.executable, "-m", "netmon", "token", "create", "--role", "viewer"]
+    argv += ["--name", name, *(a for s in sites for a in ("--site", s))]
     out = subprocess.run(
-        [sys.executable, "-m", "netmon", "token", "create", "--role", "viewer", "--name", "bench"],
+        argv,
         env=netmon_env(url, data_dir),
         cwd=data_dir,
         capture_output=True,

@@ -41,7 +41,6 @@ import argparse
 import asyncio
 import gzip
 import statistics
-import subprocess
 import sys
 import time
 import urllib.request
@@ -53,7 +52,7 @@ from typing import Any
 from _contract import emit, environment, main, median_figures, progress, stderr
 from _process import Process
 
-from api import free_port, netmon_env, start_netmon, wait_ready
+from api import create_token, free_port, start_netmon, wait_ready
 from netmon.api.device_export import fetch_device_samples
 from netmon.config import Settings, load_settings
 from netmon.lab.device import Device
@@ -204,23 +203,6 @@ async def wait_filled(base: str, token: str, within: float) -> None:
     raise RuntimeError(f"the last values were not filled within {within:.0f} s")
 
 
-def token(url: str, data_dir: Path, name: str, sites: list[str]) -> str:
-    argv = [sys.executable, "-m", "netmon", "token", "create", "--role", "viewer"]
-    argv += ["--name", name, *(a for s in sites for a in ("--site", s))]
-    out = subprocess.run(
-        argv,
-        env=netmon_env(url, data_dir),
-        cwd=data_dir,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    if out.returncode != 0:
-        raise RuntimeError(f"netmon token create failed:\n{out.stderr[-2000:]}")
-    return out.stdout.strip().splitlines()[-1]
-
-
 class Runs:
     def __init__(
         self, db: Database, base: str, tokens: dict[str, str], scrapes: int, now: datetime
@@ -302,8 +284,8 @@ async def bench(args: argparse.Namespace, url: str, data_dir: Path) -> dict[str,
         load_seconds = time.perf_counter() - started
         stderr.print(f"{n_series:,} series loaded in {load_seconds:.0f} s")
         tokens = {
-            "all": token(url, data_dir, "bench", []),
-            "scoped": token(url, data_dir, "bench-site", ["site-01"]),
+            "all": create_token(url, data_dir, "bench"),
+            "scoped": create_token(url, data_dir, "bench-site", ["site-01"]),
         }
         port = free_port()
         server = start_netmon(url, data_dir, 1, port, None)
